@@ -1,0 +1,55 @@
+"""The algebra of convolution maps: pure tensor maths, no ``torch.fx``.
+
+Every function takes and returns :class:`ConvMap` values and raises
+:class:`Refused` (with a reason) where no exact result exists.
+"""
+
+from .affine import batch_norm_scale_shift, channel_vector, fold_batch_norm, scale_shift
+from .combine import add, as_forward, compose, sum_maps
+from .convmap import (
+    FOLD_DTYPE,
+    PADDING_MODES,
+    ConvMap,
+    Refused,
+    channel_affine,
+    conv,
+    conv_transpose,
+    identity,
+    linear,
+    require,
+)
+from .cost import Cost, cost
+from .evaluate import apply, torch_padding
+from .groups import expand_groups
+from .window import Window, common_window, embed, padding_mode_of, window_of
+
+__all__ = [
+    "FOLD_DTYPE",
+    "PADDING_MODES",
+    "ConvMap",
+    "Cost",
+    "Refused",
+    "Window",
+    "add",
+    "apply",
+    "as_forward",
+    "batch_norm_scale_shift",
+    "channel_affine",
+    "channel_vector",
+    "common_window",
+    "compose",
+    "conv",
+    "conv_transpose",
+    "cost",
+    "embed",
+    "expand_groups",
+    "fold_batch_norm",
+    "identity",
+    "linear",
+    "padding_mode_of",
+    "require",
+    "scale_shift",
+    "sum_maps",
+    "torch_padding",
+    "window_of",
+]

@@ -1,0 +1,87 @@
+"""Per-output-channel affine maps applied after a convolution map.
+
+    scale_shift(M, s, t)(x) = s[o] * M(x)[o] + t[o]
+                            = conv(x, s[o] * W[o], s[o] * b[o] + t[o])
+
+Eval-mode BatchNorm is such a map with
+
+    s = gamma / sqrt(running_var + eps),    t = beta - running_mean * s.
+
+These folds are exact for every map, padding mode and transposition: the scale and
+shift act on the output, after every border effect has happened.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .convmap import FOLD_DTYPE, ConvMap, Refused
+
+Scalar = float | int
+
+
+def channel_vector(value: Tensor | Scalar, channels: int, like: Tensor) -> Tensor:
+    """``value`` (a scalar or ``channels`` values) as a float64 vector of length ``channels``."""
+    if isinstance(value, Tensor):
+        value = value.detach().to(dtype=FOLD_DTYPE, device=like.device)
+        if value.numel() == 1:
+            return value.reshape(1).expand(channels).clone()
+        if value.numel() != channels:
+            raise Refused(f"{value.numel()} per-channel values for {channels} channels")
+        return value.reshape(channels)
+    return torch.full((channels,), float(value), dtype=FOLD_DTYPE, device=like.device)
+
+
+def scale_shift(m: ConvMap, scale: Tensor | Scalar | None = None, shift: Tensor | Scalar | None = None) -> ConvMap:
+    """``s[o] * M(x)[o] + t[o]``; ``None`` means scale 1 or shift 0."""
+    channels = m.out_channels
+    weight, bias = m.weight, m.bias
+    if scale is not None:
+        s = channel_vector(scale, channels, weight)
+        if m.transposed:
+            # conv_transpose weight: [C_in, C_out/G, *k]; output channel o = g*(C_out/G) + j.
+            in_channels, per_group = weight.shape[0], weight.shape[1]
+            grouped = weight.reshape(m.groups, in_channels // m.groups, per_group, -1)
+            factor = s.reshape(m.groups, 1, per_group, 1)
+            weight = (grouped * factor).reshape(weight.shape)
+        else:
+            weight = weight * s.reshape((channels,) + (1,) * (weight.dim() - 1))
+        bias = None if bias is None else bias * s
+    if shift is not None:
+        t = channel_vector(shift, channels, weight)
+        bias = t if bias is None else bias + t
+    return m.with_(weight=weight, bias=bias)
+
+
+def batch_norm_scale_shift(
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode BatchNorm as ``(s, t)``: ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s``."""
+    mean = running_mean.detach().to(FOLD_DTYPE)
+    var = running_var.detach().to(FOLD_DTYPE)
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight.detach().to(FOLD_DTYPE)
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias.detach().to(FOLD_DTYPE)
+    return scale, shift
+
+
+def fold_batch_norm(
+    m: ConvMap,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> ConvMap:
+    """``BN(M(x))`` for an eval-mode BatchNorm over ``M``'s output channels."""
+    if running_mean.numel() != m.out_channels:
+        raise Refused(f"BatchNorm has {running_mean.numel()} features but its input has {m.out_channels} channels")
+    return scale_shift(m, *batch_norm_scale_shift(running_mean, running_var, eps, weight, bias))

@@ -1,0 +1,171 @@
+"""Sums of maps on one input (branches) and maps in sequence (composition).
+
+Sum.  ``(A + B)(x) = conv(x, embed(W_A) + embed(W_B), b_A + b_B)`` over the common
+window of A and B (see :mod:`.window`), after both are written with the greatest
+common divisor of their groups (see :mod:`.groups`).  Exact when the strides are
+equal, the extents are equal, the taps share a lattice, and the branches that read
+padding read the same padding mode.
+
+Composition.  Applying A then B (``B(A(x))``), output ``i`` of the composite reads
+
+    i*s_A*s_B - (p_B*s_A + p_A) + j*d_B*s_A + t*d_A      for taps j of B and t of A,
+
+so it is one convolution with stride ``s_A*s_B``, padding ``p_B*s_A + p_A`` and the
+full correlation of the kernels on the lattice ``gcd(d_B*s_A, d_A)``; its bias is
+``b_B + sum_j W_B[:, :, j] @ b_A``.  Exact when B reads no padding, or when A is
+pointwise (then B's padding commutes with A) and either B pads with a mode other
+than zeros or A has no bias (B's zeros are then A applied to zeros).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Sequence
+
+import torch
+
+from .convmap import ConvMap, require
+from .groups import expand_groups
+from .window import common_window, embed, padding_mode_of
+
+
+def as_forward(m: ConvMap) -> ConvMap:
+    """A stride-1 transposed map as the ordinary convolution it equals.
+
+    ``conv_transpose(x, W, s=1, p, d, output_padding=q)`` is ``conv`` with the kernel
+    flipped and its in/out axes swapped per group, padding ``((k-1)d - p, (k-1)d - p + q)``
+    and the same dilation; it needs ``p <= (k-1)d``.
+    """
+    if not m.transposed:
+        return m
+    require(
+        all(s == 1 for s in m.stride),
+        f"a transposed convolution with stride {m.stride} is not a convolution of its input",
+    )
+    padding = []
+    for (p, _), k, d, q in zip(m.padding, m.kernel_size, m.dilation, m.output_padding):
+        reach = (k - 1) * d
+        require(p <= reach, "a transposed convolution that crops more than its kernel reaches")
+        padding.append((reach - p, reach - p + q))
+    in_per_group = m.weight.shape[0] // m.groups
+    out_per_group = m.weight.shape[1]
+    kernel = m.kernel_size
+    grouped = m.weight.reshape(m.groups, in_per_group, out_per_group, *kernel).transpose(1, 2)
+    weight = grouped.reshape(m.out_channels, in_per_group, *kernel).flip(list(range(2, 2 + m.rank)))
+    return ConvMap(
+        weight.contiguous(),
+        m.bias,
+        m.stride,
+        tuple(padding),
+        m.dilation,
+        m.groups,
+    )
+
+
+def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
+    """``sum_k M_k(x)``: one convolution computing the sum of branches on one input."""
+    maps = [as_forward(m) for m in maps]
+    first = maps[0]
+    for m in maps[1:]:
+        require(
+            m.in_channels == first.in_channels,
+            f"branches read {first.in_channels} and {m.in_channels} channels",
+        )
+        require(
+            m.out_channels == first.out_channels,
+            f"branches produce {first.out_channels} and {m.out_channels} channels",
+        )
+    window = common_window(maps)
+    mode = padding_mode_of(maps)
+    groups = math.gcd(*(m.groups for m in maps))
+    placed = [embed(expand_groups(m, groups), window, mode) for m in maps]
+    weight = placed[0].weight.clone()
+    for m in placed[1:]:
+        weight += m.weight
+    biases = [m.bias for m in placed if m.bias is not None]
+    bias = None
+    if biases:
+        bias = biases[0].clone()
+        for b in biases[1:]:
+            bias += b
+    return placed[0].with_(weight=weight, bias=bias)
+
+
+def add(a: ConvMap, b: ConvMap) -> ConvMap:
+    """``A(x) + B(x)``."""
+    return sum_maps([a, b])
+
+
+def compose(first: ConvMap, second: ConvMap) -> ConvMap:
+    """``second(first(x))`` as one convolution of ``x``."""
+    first, second = as_forward(first), as_forward(second)
+    require(
+        first.rank == second.rank,
+        f"a rank-{first.rank} map feeds a rank-{second.rank} map",
+    )
+    require(
+        first.out_channels == second.in_channels,
+        f"{first.out_channels} channels feed a map that reads {second.in_channels}",
+    )
+    if second.reads_padding:
+        require(
+            first.is_pointwise,
+            "the second convolution pads the first one's output, which is not the first "
+            "applied to a padded input unless the first is pointwise (1-tap, stride 1, no padding)",
+        )
+        require(
+            second.padding_mode != "zeros" or not first.has_bias,
+            "zero padding after a biased op: the padded zeros are not the op applied to zeros",
+        )
+        mode = second.padding_mode
+    else:
+        mode = first.padding_mode
+
+    rank = first.rank
+    stride, padding, dilation, kernel = [], [], [], []
+    starts, steps = [], []
+    for dim in range(rank):
+        s_a, s_b = first.stride[dim], second.stride[dim]
+        k_a, k_b = first.kernel_size[dim], second.kernel_size[dim]
+        step_b = second.dilation[dim] * s_a if k_b > 1 else 0
+        step_a = first.dilation[dim] if k_a > 1 else 0
+        lattice = math.gcd(step_b, step_a) or 1
+        stride.append(s_a * s_b)
+        (lo_a, hi_a), (lo_b, hi_b) = first.padding[dim], second.padding[dim]
+        padding.append((lo_b * s_a + lo_a, hi_b * s_a + hi_a))
+        size = ((k_b - 1) * step_b + (k_a - 1) * step_a) // lattice + 1
+        kernel.append(size)
+        dilation.append(lattice if size > 1 else 1)
+        starts.append(step_b // lattice)
+        steps.append(max(step_a // lattice, 1))
+
+    groups = math.gcd(first.groups, second.groups)
+    a, b = expand_groups(first, groups), expand_groups(second, groups)
+    mid_per_group = a.out_channels // groups
+    w_a = a.weight.reshape(groups, mid_per_group, a.weight.shape[1], *a.kernel_size)
+    w_b = b.weight.reshape(groups, b.out_channels // groups, mid_per_group, *b.kernel_size)
+    weight = w_a.new_zeros(groups, b.out_channels // groups, a.weight.shape[1], *kernel)
+    for tap in itertools.product(*(range(k) for k in b.kernel_size)):
+        placed = tuple(
+            slice(j * start, j * start + step * (k_a - 1) + 1, step)
+            for j, start, step, k_a in zip(tap, starts, steps, a.kernel_size)
+        )
+        weight[(slice(None), slice(None), slice(None), *placed)] += torch.einsum(
+            "gom,gmi...->goi...", w_b[(Ellipsis, *tap)], w_a
+        )
+
+    bias = b.bias
+    if a.bias is not None:
+        taps_sum = w_b.reshape(*w_b.shape[:3], -1).sum(dim=3)
+        carried = torch.einsum("gom,gm->go", taps_sum, a.bias.reshape(groups, mid_per_group)).reshape(-1)
+        bias = carried if bias is None else bias + carried
+    return ConvMap(
+        weight.reshape(b.out_channels, a.weight.shape[1], *kernel),
+        bias,
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        groups,
+        mode if any(lo or hi for lo, hi in padding) else "zeros",
+    )

@@ -1,0 +1,137 @@
+"""Where a map's taps read its input, and the same map written over a larger window.
+
+Along one spatial dim, output position ``i`` of a map with stride ``s``, padding
+``(lo, hi)``, kernel ``k`` and dilation ``d`` reads the input positions
+
+    i*s + a,    a in {-lo, -lo + d, ..., -lo + (k-1)*d}        (its tap offsets)
+
+and turns ``L`` input positions into ``floor((L + e - 1) / s) + 1`` outputs, where
+``e = lo + hi - (k-1)*d`` is its *extent*.  Maps with one stride and one extent
+produce the same number of outputs for every ``L``.  If moreover every tap offset of
+each lies on a common lattice ``-P + t*D``, each is a convolution over the window
+``(P, K, D)``: its kernel goes into a ``K``-tap kernel of dilation ``D`` with zeros
+elsewhere, and the padded positions it did not read meet those zeros.
+
+Padding modes are position-consistent (reflect, replicate and circular give the same
+value at input position ``-q`` whatever the total padding), so a map that reads
+padding may be embedded into a wider window of its own mode, and a map that reads
+none into a window of any mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from .convmap import ConvMap, Refused, require
+
+
+@dataclass(frozen=True)
+class Window:
+    """A convolution's geometry along each spatial dim: padding, kernel size, dilation."""
+
+    padding: tuple[tuple[int, int], ...]
+    kernel_size: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    def extent(self, dim: int) -> int:
+        lo, hi = self.padding[dim]
+        return lo + hi - (self.kernel_size[dim] - 1) * self.dilation[dim]
+
+
+def window_of(m: ConvMap) -> Window:
+    return Window(m.padding, m.kernel_size, m.dilation)
+
+
+def _taps(m: ConvMap, dim: int) -> tuple[int, int, int]:
+    """``(first offset, step, count)`` of ``m``'s taps along ``dim``."""
+    k = m.kernel_size[dim]
+    return -m.padding[dim][0], (m.dilation[dim] if k > 1 else 0), k
+
+
+def common_window(maps: Sequence[ConvMap]) -> Window:
+    """The smallest window over which each of ``maps`` is a convolution.
+
+    Preconditions (else :class:`Refused`): not transposed, one rank, one stride, and
+    along each dim one extent (the outputs have one size for every input size).
+    """
+    first_map = maps[0]
+    for m in maps:
+        require(not m.transposed, "a transposed convolution cannot share a window with other branches")
+        require(m.rank == first_map.rank, f"branches have {first_map.rank} and {m.rank} spatial dims")
+        require(
+            m.stride == first_map.stride,
+            f"branches have different strides {first_map.stride} and {m.stride}",
+        )
+    padding, kernel, dilation = [], [], []
+    for dim in range(first_map.rank):
+        extents = {window_of(m).extent(dim) for m in maps}
+        require(
+            len(extents) == 1,
+            f"branch outputs differ in size along spatial dim {dim} "
+            f"(padding and kernel give extents {sorted(extents)})",
+        )
+        taps = [_taps(m, dim) for m in maps]
+        first = min(start for start, _, _ in taps)
+        last = max(start + step * (count - 1) for start, step, count in taps)
+        lattice = 0
+        for start, step, _ in taps:
+            lattice = math.gcd(lattice, step, start - first)
+        lattice = lattice or 1
+        size = (last - first) // lattice + 1
+        lo = -first
+        hi = extents.pop() + (size - 1) * lattice - lo
+        padding.append((lo, hi))
+        kernel.append(size)
+        dilation.append(lattice if size > 1 else 1)
+    return Window(tuple(padding), tuple(kernel), tuple(dilation))
+
+
+def embed(m: ConvMap, window: Window, padding_mode: str | None = None) -> ConvMap:
+    """``m`` written as a convolution over ``window`` (same outputs, zero-filled kernel).
+
+    ``padding_mode`` is the mode the result pads with (default: ``m``'s own).
+    Preconditions: ``m``'s taps lie on the window's lattice, its extent equals the
+    window's, and it reads no padding unless ``padding_mode`` is its own.
+    """
+    mode = padding_mode or m.padding_mode
+    require(not m.transposed, "a transposed convolution cannot be embedded into a window")
+    require(
+        mode == m.padding_mode or not m.reads_padding,
+        f"branches pad differently ({m.padding_mode} and {mode})",
+    )
+    slices = []
+    for dim in range(m.rank):
+        start, step, count = _taps(m, dim)
+        lo = window.padding[dim][0]
+        lattice = window.dilation[dim]
+        require(
+            window_of(m).extent(dim) == window.extent(dim),
+            f"outputs differ in size along spatial dim {dim}",
+        )
+        offset = start + lo
+        require(
+            offset >= 0 and offset % lattice == 0 and step % lattice == 0,
+            f"taps along spatial dim {dim} do not lie on the merged kernel's lattice",
+        )
+        begin, stride = offset // lattice, max(step // lattice, 1)
+        end = begin + stride * (count - 1) + 1
+        require(end <= window.kernel_size[dim], f"kernel does not fit the merged window along dim {dim}")
+        slices.append(slice(begin, end, stride))
+    weight = m.weight.new_zeros(m.weight.shape[:2] + window.kernel_size)
+    weight[(slice(None), slice(None), *slices)] = m.weight
+    return m.with_(
+        weight=weight,
+        padding=window.padding,
+        dilation=window.dilation,
+        padding_mode=mode if any(lo or hi for lo, hi in window.padding) else "zeros",
+    )
+
+
+def padding_mode_of(maps: Sequence[ConvMap]) -> str:
+    """The one padding mode of the maps that read padding (``'zeros'`` if none does)."""
+    modes = {m.padding_mode for m in maps if m.reads_padding}
+    if len(modes) > 1:
+        raise Refused(f"branches pad their input differently ({', '.join(sorted(modes))})")
+    return modes.pop() if modes else "zeros"

@@ -1,0 +1,39 @@
+"""The rank of a node's tensor, where the graph says it without running the model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.fx import Node
+
+
+def _flattened_ndim(start_dim: object, end_dim: object) -> int | None:
+    if isinstance(start_dim, int) and start_dim >= 0 and end_dim == -1:
+        return start_dim + 1
+    return None
+
+
+def known_ndim(node: Node, owner: nn.Module) -> int | None:
+    """``node``'s tensor rank from shape propagation, or from a flatten/view/reshape."""
+    for key in ("tensor_meta", "val"):
+        meta = node.meta.get(key)
+        shape = getattr(meta, "shape", None)
+        if shape is not None:
+            return len(shape)
+    if node.op == "call_module":
+        module = owner.get_submodule(node.target)
+        if isinstance(module, nn.Flatten):
+            return _flattened_ndim(module.start_dim, module.end_dim)
+        return None
+    if (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten"
+    ):
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+        return _flattened_ndim(start, end)
+    if node.op == "call_method" and node.target in ("view", "reshape") and not node.kwargs:
+        sizes = node.args[1:]
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            return len(sizes[0])
+        return len(sizes) if sizes else None
+    return None

@@ -1,0 +1,140 @@
+"""``repfuse.fuse`` and ``repfuse.explain``: copy, trace, analyse, rewrite, verify, report."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+from torch.fx import GraphModule, symbolic_trace
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._pytree import tree_flatten
+
+from .analysis import analyze
+from .describe import describe
+from .errors import TraceError, TrainingModeError, VerificationError
+from .report import RefusalRecord, Report, count
+from .rewrite import rewrite
+
+#: Largest accepted ``max|fused - original| / max|original|`` per output dtype.
+TOLERANCE = {
+    torch.float64: 1e-9,
+    torch.float32: 1e-4,
+    torch.float16: 1e-2,
+    torch.bfloat16: 5e-2,
+}
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"repfuse.fuse takes a torch.nn.Module, got {type(model).__name__}")
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm) and module.training and module.track_running_stats:
+            raise TrainingModeError(
+                f"BatchNorm `{name or type(module).__name__}` is in training mode, where it normalises "
+                "with batch statistics and cannot be folded: call model.eval() before repfuse.fuse"
+            )
+
+
+def _as_tuple(example_inputs: Any) -> tuple | None:
+    if example_inputs is None:
+        return None
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    return (example_inputs,)
+
+
+def _trace(model: nn.Module) -> GraphModule:
+    try:
+        return symbolic_trace(model)
+    except Exception as error:  # torch.fx raises many kinds of errors
+        raise TraceError(f"torch.fx could not trace {type(model).__name__}: {error}") from error
+
+
+def _propagate_shapes(gm: GraphModule, inputs: tuple) -> None:
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*inputs)
+    except Exception as error:
+        raise ValueError(f"example_inputs do not fit the model: {error}") from error
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``max|actual - expected| / max|expected|`` computed in float64."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    diff = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def check_equivalence(original: nn.Module, fused: nn.Module, inputs: tuple) -> float:
+    """Run both models on ``inputs``; raise :class:`VerificationError` if they differ.
+
+    Returns the largest relative error over all floating-point outputs.
+    """
+    with torch.no_grad():
+        expected, expected_spec = tree_flatten(original(*inputs))
+        actual, actual_spec = tree_flatten(fused(*inputs))
+    if expected_spec != actual_spec:
+        raise VerificationError(f"the fused model returns {actual_spec}, the original {expected_spec}")
+    worst = 0.0
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        if not isinstance(e, torch.Tensor):
+            if a != e:
+                raise VerificationError(f"output {index} is {a!r}, the original's is {e!r}")
+            continue
+        if a.shape != e.shape or a.dtype != e.dtype:
+            raise VerificationError(
+                f"output {index} has shape {tuple(a.shape)} {a.dtype}, the original's {tuple(e.shape)} {e.dtype}"
+            )
+        if not e.is_floating_point():
+            if not torch.equal(a, e):
+                raise VerificationError(f"output {index} differs from the original's")
+            continue
+        error = relative_error(a, e)
+        tolerance = TOLERANCE.get(e.dtype, 1e-4)
+        if not error <= tolerance:
+            raise VerificationError(
+                f"output {index} differs from the original's by {error:.3g} (relative), "
+                f"over the {tolerance:g} tolerance for {e.dtype}"
+            )
+        worst = max(worst, error)
+    return worst
+
+
+def fuse(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    verify: bool = False,
+    return_report: bool = False,
+):
+    """An equivalent module in which every exact linear region is one convolution.
+
+    ``model`` is not changed.  ``example_inputs`` (a tensor or a tuple of them) give
+    the analysis tensor ranks and shapes; with ``verify=True`` both models run on them
+    and a :class:`VerificationError` is raised if the outputs differ beyond
+    :data:`TOLERANCE`.  With ``return_report=True`` returns ``(fused, report)``.
+    """
+    _check_model(model)
+    inputs = _as_tuple(example_inputs)
+    if verify and inputs is None:
+        raise ValueError("verify=True needs example_inputs to run both models on")
+    gm = _trace(copy.deepcopy(model))
+    if inputs is not None:
+        _propagate_shapes(gm, inputs)
+    before = count(gm)
+    analysis = analyze(gm)
+    refusals = [RefusalRecord(describe(r.node, gm), r.reason) for r in analysis.refusals]
+    merges = rewrite(gm, analysis)
+    report = Report(before, count(gm), merges, refusals)
+    if verify:
+        check_equivalence(model, gm, inputs)
+    return (gm, report) if return_report else gm
+
+
+def explain(model: nn.Module, example_inputs: Any = None) -> Report:
+    """The report of what :func:`fuse` would merge and refuse, without keeping its result."""
+    return fuse(model, example_inputs, return_report=True)[1]

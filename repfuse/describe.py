@@ -1,0 +1,31 @@
+"""Names of nodes and ops as a user reads them in a report."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.fx import Node
+
+
+def op_name(node: Node, owner: nn.Module) -> str:
+    """The op a node runs: a module class, a function or a method name."""
+    if node.op == "call_module":
+        return type(owner.get_submodule(node.target)).__name__
+    if node.op == "call_method":
+        return f".{node.target}()"
+    if node.op == "call_function":
+        module = getattr(node.target, "__module__", None) or ""
+        name = getattr(node.target, "__name__", str(node.target))
+        if module.startswith("torch.nn.functional"):
+            return f"F.{name}"
+        if module == "_operator":
+            return f"operator.{name}"
+        if module.startswith("torch"):
+            return f"torch.{name}"
+        return name
+    return node.op
+
+
+def describe(node: Node, owner: nn.Module) -> str:
+    """``layer1.conv (Conv2d)`` for a module call, ``add_1 (operator.add)`` otherwise."""
+    where = node.target if node.op == "call_module" else node.name
+    return f"{where} ({op_name(node, owner)})"

@@ -1,0 +1,114 @@
+"""Eval-mode BatchNorm: a per-channel affine map, folded into the map before it.
+
+    BN(M(x)) = scale_shift(M, gamma / sqrt(var + eps), beta - mean * gamma / sqrt(var + eps))(x)
+
+Preconditions: running statistics exist and are used (``track_running_stats=True``
+and eval mode, or ``F.batch_norm(training=False)``), and the channels BatchNorm
+normalises (dim 1) are the map's output channels (dim ``-(rank + 1)``), which holds
+exactly when the tensor has ``rank + 2`` dims.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.fx import Node
+
+from ..algebra import batch_norm_scale_shift, channel_affine, require, scale_shift
+from ..value import Value
+from .common import value_ndim
+from .registry import RuleContext, bind, rule
+
+# The input ranks each BatchNorm class accepts.
+_NDIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
+
+
+def _module_input(input) -> None: ...
+
+
+def _batch_norm_signature(
+    input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
+) -> None: ...
+
+
+def fold(
+    ctx: RuleContext,
+    value: Value,
+    mean: Tensor,
+    var: Tensor,
+    eps: float,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    ndims: tuple[int, ...] | None = None,
+) -> Value:
+    """The value of ``BN(value)``; ``ndims`` are the input ranks the op accepts (None: any)."""
+    scale, shift = batch_norm_scale_shift(mean, var, eps, weight, bias)
+    ndim = value_ndim(ctx, value)
+    if ndim is None and ndims is not None and len(ndims) == 1:
+        ndim = ndims[0]
+    if value.map is None:
+        require(ndim is not None, "the rank of BatchNorm's input is unknown (pass example_inputs)")
+        return ctx.make(channel_affine(scale, shift, ndim - 2), (value,))
+    rank = value.map.rank
+    require(
+        ndim is not None,
+        "BatchNorm1d after a linear layer folds only on 2-D input, and this input's rank "
+        "is unknown (pass example_inputs)",
+    )
+    require(
+        ndim == rank + 2,
+        f"BatchNorm normalises dim 1, but the channels of the {ndim}-D tensor it reads are on dim {ndim - rank - 1}",
+    )
+    require(
+        mean.numel() == value.map.out_channels,
+        f"BatchNorm has {mean.numel()} features but its input has {value.map.out_channels} channels",
+    )
+    return ctx.make(scale_shift(value.map, scale, shift), (value,))
+
+
+@rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+def batch_norm_module(node: Node, ctx: RuleContext) -> Value:
+    """``nn.BatchNormNd`` in eval mode with running statistics."""
+    module = ctx.module()
+    require(
+        module.running_mean is not None and module.running_var is not None,
+        "BatchNorm has no running statistics (track_running_stats=False): it normalises with batch statistics",
+    )
+    require(not module.training, "BatchNorm is in training mode: it normalises with batch statistics")
+    ndims = next(n for cls, n in _NDIMS.items() if isinstance(module, cls))
+    args = bind(node, _module_input)
+    return fold(
+        ctx,
+        ctx.value(args["input"]),
+        module.running_mean,
+        module.running_var,
+        module.eps,
+        module.weight,
+        module.bias,
+        ndims,
+    )
+
+
+@rule(F.batch_norm)
+def batch_norm_function(node: Node, ctx: RuleContext) -> Value:
+    """``F.batch_norm(x, mean, var, weight, bias, training=False, momentum, eps)``."""
+    args = bind(node, _batch_norm_signature)
+    require(
+        ctx.constant(args["training"], "training") is False,
+        "F.batch_norm with training=True normalises with batch statistics",
+    )
+    mean = ctx.constant(args["running_mean"], "the running mean")
+    var = ctx.constant(args["running_var"], "the running variance")
+    require(
+        isinstance(mean, Tensor) and isinstance(var, Tensor),
+        "F.batch_norm without running statistics normalises with batch statistics",
+    )
+    return fold(
+        ctx,
+        ctx.value(args["input"]),
+        mean,
+        var,
+        float(ctx.constant(args["eps"], "eps")),
+        ctx.constant(args["weight"], "the weight"),
+        ctx.constant(args["bias"], "the bias"),
+    )

@@ -1,0 +1,38 @@
+"""Ops that return their input: ``nn.Identity`` and dropout in eval mode."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+from torch.fx import Node
+
+from ..algebra import require
+from ..value import Value
+from .registry import RuleContext, bind, rule
+
+
+def _module_input(input) -> None: ...
+
+
+@rule(nn.Identity)
+def identity_module(node: Node, ctx: RuleContext) -> Value:
+    """``nn.Identity()(x) = x``."""
+    value = ctx.value(bind(node, _module_input)["input"])
+    return ctx.make(value.map, (value,))
+
+
+@rule(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+def dropout_module(node: Node, ctx: RuleContext) -> Value:
+    """Dropout in eval mode is the identity."""
+    require(not ctx.module().training, "dropout in training mode is random")
+    value = ctx.value(bind(node, _module_input)["input"])
+    return ctx.make(value.map, (value,))
+
+
+@rule(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+def dropout_function(node: Node, ctx: RuleContext) -> Value:
+    """``F.dropout(x, p, training=False)`` is the identity."""
+    args = bind(node, node.target)
+    require(ctx.constant(args["training"], "training") is False, "dropout with training=True is random")
+    value = ctx.value(args["input"])
+    return ctx.make(value.map, (value,))
