@@ -90,7 +90,7 @@ class Report:
         return [r.reason for r in self.refusals if r.op.split(" ")[0] == op]
 
     def __str__(self) -> str:
-        lines = ["", f"{'':14}{'before':>12}{'after':>12}"]
+        lines = [f"{'':14}{'before':>12}{'after':>12}"]
         for key in ("nodes", "convs", "linears", "batch_norms", "adds", "parameters"):
             lines.append(f"{key:14}{getattr(self.before, key):>12,}{getattr(self.after, key):>12,}")
         lines.append("")
@@ -102,4 +102,4 @@ class Report:
         lines.append(f"{len(self.refusals)} refusal(s):")
         for refusal in self.refusals:
             lines.append(f"  {refusal.op}: {refusal.reason}")
-        return "\n".join(lines[1:])
+        return "\n".join(lines)

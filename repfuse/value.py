@@ -7,7 +7,7 @@ from typing import Iterator
 
 from torch.fx import Node
 
-from .algebra import ConvMap
+from .algebra import ConvMap, require
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,3 +53,15 @@ class Refusal:
 
     node: Node
     reason: str
+
+
+def one_root(values: tuple[Value, ...] | list[Value]) -> Node:
+    """The root all ``values`` are maps of; refuses values computed from different tensors."""
+    roots = {value.root for value in values}
+    require(
+        len(roots) == 1,
+        "the operands are computed from different tensors ("
+        + ", ".join(sorted(f"`{root.name}`" for root in roots))
+        + ")",
+    )
+    return roots.pop()

@@ -8,7 +8,7 @@ from torch import nn
 from torch.fx import Node
 
 from ..algebra import ConvMap, Refused, require
-from ..value import Value
+from ..value import Value, one_root
 
 if TYPE_CHECKING:
     from .walk import Walk
@@ -70,10 +70,5 @@ class NodeContext:
         return self._walk.ndim(node)
 
     def make(self, map: ConvMap | None, inputs: tuple[Value, ...]) -> Value:
-        roots = {value.root for value in inputs}
-        require(
-            len(roots) == 1,
-            "the operands are computed from different tensors (" + ", ".join(sorted(f"`{r.name}`" for r in roots)) + ")",
-        )
-        return Value(root=roots.pop(), map=map, node=self.node, parts=tuple(inputs), pin=self._pin)
+        return Value(root=one_root(inputs), map=map, node=self.node, parts=tuple(inputs), pin=self._pin)
 

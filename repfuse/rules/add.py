@@ -15,7 +15,7 @@ import torch
 from torch.fx import Node
 
 from ..algebra import require, scale_shift, sum_maps
-from ..value import Value
+from ..value import Value, one_root
 from .common import concrete_maps
 from .registry import RuleContext, bind, rule
 
@@ -46,6 +46,7 @@ def _sum(ctx: RuleContext, terms: list[tuple[Value | None, float]]) -> Value:
     """The value of ``sum_k factor_k * term_k``."""
     terms = [(value, factor) for value, factor in terms if value is not None]
     values = tuple(value for value, _ in terms)
+    one_root(values)
     if len(terms) == 1 and terms[0][1] == 1:
         return ctx.make(values[0].map, values)
     maps = concrete_maps(values)
