@@ -7,16 +7,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.fx import GraphModule, symbolic_trace
+from torch.fx import GraphModule
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten
 
 from .analysis import analyze
 from .describe import describe
-from .errors import TraceError, TrainingModeError, VerificationError
+from .errors import TrainingModeError, VerificationError
 from .report import RefusalRecord, Report, count
 from .rewrite import rewrite
+from .trace import trace
 
 #: Largest accepted ``max|fused - original| / max|original|`` per output dtype.
 TOLERANCE = {
@@ -44,13 +45,6 @@ def _as_tuple(example_inputs: Any) -> tuple | None:
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs)
     return (example_inputs,)
-
-
-def _trace(model: nn.Module) -> GraphModule:
-    try:
-        return symbolic_trace(model)
-    except Exception as error:  # torch.fx raises many kinds of errors
-        raise TraceError(f"torch.fx could not trace {type(model).__name__}: {error}") from error
 
 
 def _propagate_shapes(gm: GraphModule, inputs: tuple) -> None:
@@ -122,7 +116,7 @@ def fuse(
     inputs = _as_tuple(example_inputs)
     if verify and inputs is None:
         raise ValueError("verify=True needs example_inputs to run both models on")
-    gm = _trace(copy.deepcopy(model))
+    gm = trace(copy.deepcopy(model))
     if inputs is not None:
         _propagate_shapes(gm, inputs)
     before = count(gm)

@@ -150,3 +150,63 @@ def test_conv_bias_and_chained_batch_norms_fold_into_one_conv():
     fused = repfuse.fuse(model)
     assert ops(fused)["conv"] == 1 and ops(fused)["bn"] == 0 and ops(fused)["other"] == 0
     assert_equivalent(model, fused, _input(2, 3))
+
+
+class MyBatchNorm(nn.BatchNorm2d):
+    """A subclass that keeps BatchNorm's forward (for example to add a method)."""
+
+    def describe(self):
+        return "mine"
+
+
+class MyConv(nn.Conv2d):
+    pass
+
+
+def test_subclasses_of_conv_and_batch_norm_fold():
+    model = prepare(nn.Sequential(MyConv(3, 4, 3, padding=1), MyBatchNorm(4), nn.ReLU()))
+    fused = repfuse.fuse(model)
+    assert ops(fused)["conv"] == 1 and ops(fused)["bn"] == 0
+    assert_equivalent(model, fused, _input(2, 3))
+
+
+class OverridingBatchNorm(nn.BatchNorm2d):
+    """A subclass with its own forward: traced through, not taken for a BatchNorm."""
+
+    def forward(self, x):
+        return x * 2
+
+
+def test_a_subclass_that_overrides_forward_is_traced_through():
+    model = prepare(nn.Sequential(nn.Conv2d(3, 4, 3), OverridingBatchNorm(4)))
+    fused = repfuse.fuse(model)
+    assert_equivalent(model, fused, _input(2, 3))
+
+
+class FunctionalAnyRank(nn.Module):
+    """``F.convNd`` or ``F.conv_transposeNd`` followed by ``F.batch_norm``, on buffers."""
+
+    def __init__(self, dims: int, transposed: bool):
+        super().__init__()
+        self.dims, self.transposed = dims, transposed
+        self.weight = nn.Parameter(torch.randn(4, 3, *(3,) * dims))
+        self.bn = bn(12 if transposed else 4, dims)
+
+    def forward(self, x):
+        if self.transposed:
+            conv = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[self.dims]
+            y = conv(x, self.weight, None, 2, 1, 1, 4)
+        else:
+            conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[self.dims]
+            y = conv(x, self.weight, None, 1, "same")
+        b = self.bn
+        return F.batch_norm(y, b.running_mean, b.running_var, b.weight, b.bias, False, 0.0, b.eps)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_functional_convs_of_every_rank_fold(dims, transposed):
+    model = prepare(FunctionalAnyRank(dims, transposed))
+    fused = repfuse.fuse(model)
+    assert ops(fused)["conv"] == 1 and ops(fused)["bn"] == 0
+    assert_equivalent(model, fused, _input(dims, 4 if transposed else 3, size=5))

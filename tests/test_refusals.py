@@ -233,3 +233,20 @@ def test_dropout_in_training_mode_is_not_treated_as_identity():
     fused, report = repfuse.fuse(model, return_report=True)
     assert ops(fused)["bn"] == 1
     assert "random" in _reasons(report)
+
+
+class ShapeArithmetic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        n = x.size(0) + 0
+        return self.conv(x).view(n + 1 - 1, -1)
+
+
+def test_shape_arithmetic_is_neither_merged_nor_reported():
+    model = ShapeArithmetic().to(F64)
+    fused, report = repfuse.fuse(model, return_report=True)
+    assert report.refusals == []
+    assert_equivalent(model, fused, torch.randn(2, 3, 5, 5, dtype=F64))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
 from ..algebra import Refused
-from ..rules import REGISTRY, Registry
+from ..rules import REGISTRY, Opaque, Registry
 from ..value import Refusal, Value
 from .context import NodeContext, fetch_attr
 from .ranks import known_ndim
@@ -142,6 +142,8 @@ class Walk:
             value = rule(node, ctx)
         except Refused as refusal:
             self.note(node, refusal.reason)
+            return
+        except Opaque:
             return
         self.values[node] = value
         self.absorbed.update(ctx.absorbed)

@@ -17,22 +17,20 @@ from torch.fx import Node
 from ..algebra import require, scale_shift, sum_maps
 from ..value import Value, one_root
 from .common import concrete_maps
-from .registry import RuleContext, bind, rule
+from .registry import Opaque, RuleContext, bind, rule
 
 
 def _add_signature(input, other, *, alpha=1, out=None) -> None: ...
 
 
-def _term(ctx: RuleContext, operand: object) -> Value | None:
-    """An operand's value; ``None`` for the literal 0, which adds nothing."""
+def _term(ctx: RuleContext, operand: object) -> Value | float | None:
+    """An operand's value, or the constant it is (``None`` for the literal 0, which adds nothing)."""
     if isinstance(operand, Node):
         return ctx.value(operand)
     constant = ctx.constant(operand, "a constant operand")
-    require(
-        isinstance(constant, (int, float)) and not isinstance(constant, bool) and constant == 0,
-        "adding a constant is not merged",
-    )
-    return None
+    if isinstance(constant, (int, float)) and not isinstance(constant, bool) and constant == 0:
+        return None
+    return constant
 
 
 def _alpha(ctx: RuleContext, args: dict) -> float:
@@ -42,10 +40,13 @@ def _alpha(ctx: RuleContext, args: dict) -> float:
     return alpha
 
 
-def _sum(ctx: RuleContext, terms: list[tuple[Value | None, float]]) -> Value:
+def _sum(ctx: RuleContext, terms: list[tuple[Value | float | None, float]]) -> Value:
     """The value of ``sum_k factor_k * term_k``."""
     terms = [(value, factor) for value, factor in terms if value is not None]
-    values = tuple(value for value, _ in terms)
+    values = tuple(value for value, _ in terms if isinstance(value, Value))
+    if all(value.map is None for value in values):
+        raise Opaque()  # no convolution among the operands: nothing to merge here
+    require(len(values) == len(terms), "adding a constant is not merged")
     one_root(values)
     if len(terms) == 1 and terms[0][1] == 1:
         return ctx.make(values[0].map, values)

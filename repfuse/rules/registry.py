@@ -44,6 +44,14 @@ class RuleContext(Protocol):
 Rule = Callable[[Node, RuleContext], Value]
 
 
+class Opaque(Exception):
+    """Raised by a rule whose op, with these operands, is nothing the analysis merges.
+
+    Unlike :class:`~repfuse.algebra.Refused` it carries no reason for the report:
+    ``n + 1`` on a shape, or ``x + x`` with no convolution in sight, is no missed merge.
+    """
+
+
 class Registry:
     """Rules keyed by module class (found along the MRO), function or ``torch.Tensor`` method."""
 
@@ -58,17 +66,30 @@ class Registry:
 
         return decorate
 
+    def module_rule(self, module: nn.Module) -> tuple[type, Rule] | None:
+        """The registered class ``module`` is an instance of, and its rule (first along the MRO)."""
+        for cls in type(module).__mro__:
+            rule = self._rules.get(cls)
+            if rule is not None:
+                return cls, rule
+        return None
+
+    def is_leaf(self, module: nn.Module) -> bool:
+        """Whether the analysis sees ``module`` whole: it has a rule and keeps its class's ``forward``."""
+        found = self.module_rule(module)
+        return found is not None and type(module).forward is found[0].forward
+
     def rule_for(self, node: Node, owner: nn.Module) -> Rule | None:
         """The rule for ``node``; refuses a module subclass that overrides ``forward``."""
         if node.op == "call_module":
             module = owner.get_submodule(node.target)
-            for cls in type(module).__mro__:
-                rule = self._rules.get(cls)
-                if rule is not None:
-                    if type(module).forward is not cls.forward:
-                        raise Refused(f"{type(module).__name__} overrides {cls.__name__}.forward")
-                    return rule
-            return None
+            found = self.module_rule(module)
+            if found is None:
+                return None
+            cls, rule = found
+            if type(module).forward is not cls.forward:
+                raise Refused(f"{type(module).__name__} overrides {cls.__name__}.forward")
+            return rule
         if node.op == "call_function":
             return self._rules.get(node.target)
         if node.op == "call_method":
