@@ -1,0 +1,1 @@
+"""Benchmarks of repfuse and the references it is compared with."""
