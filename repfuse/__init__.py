@@ -6,6 +6,7 @@ the single convolution it equals, leaving everything else as it was.
 """
 
 from .algebra import ConvMap, Refused
+from .analysis.policy import CostPolicy, MaximalPolicy
 from .api import TOLERANCE, check_equivalence, explain, fuse, relative_error
 from .errors import FuseError, TraceError, TrainingModeError, VerificationError
 from .report import Counts, RefusalRecord, Report
@@ -16,8 +17,10 @@ __version__ = "0.1.0"
 __all__ = [
     "TOLERANCE",
     "ConvMap",
+    "CostPolicy",
     "Counts",
     "FuseError",
+    "MaximalPolicy",
     "Merge",
     "RefusalRecord",
     "Refused",

@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten
 
 from .analysis import analyze
+from .analysis.policy import CostPolicy, MaximalPolicy, resolve_policy
 from .describe import describe
 from .errors import TrainingModeError, VerificationError
 from .report import RefusalRecord, Report, count
@@ -104,15 +105,20 @@ def fuse(
     *,
     verify: bool = False,
     return_report: bool = False,
+    policy: str | CostPolicy | MaximalPolicy = "cost",
 ):
     """An equivalent module in which every exact linear region is one convolution.
 
     ``model`` is not changed.  ``example_inputs`` (a tensor or a tuple of them) give
     the analysis tensor ranks and shapes; with ``verify=True`` both models run on them
     and a :class:`VerificationError` is raised if the outputs differ beyond
-    :data:`TOLERANCE`.  With ``return_report=True`` returns ``(fused, report)``.
+    :data:`TOLERANCE`.  ``policy`` decides which exact merges are made: ``"cost"``
+    (default: only those that do not make the model slower, see :class:`CostPolicy`),
+    ``"maximal"`` (all of them) or a :class:`CostPolicy` with other weights.  With
+    ``return_report=True`` returns ``(fused, report)``.
     """
     _check_model(model)
+    policy = resolve_policy(policy)
     inputs = _as_tuple(example_inputs)
     if verify and inputs is None:
         raise ValueError("verify=True needs example_inputs to run both models on")
@@ -120,7 +126,7 @@ def fuse(
     if inputs is not None:
         _propagate_shapes(gm, inputs)
     before = count(gm)
-    analysis = analyze(gm)
+    analysis = analyze(gm, policy=policy)
     refusals = [RefusalRecord(describe(r.node, gm), r.reason) for r in analysis.refusals]
     merges = rewrite(gm, analysis)
     report = Report(before, count(gm), merges, refusals)
@@ -129,6 +135,6 @@ def fuse(
     return (gm, report) if return_report else gm
 
 
-def explain(model: nn.Module, example_inputs: Any = None) -> Report:
+def explain(model: nn.Module, example_inputs: Any = None, *, policy: str | CostPolicy | MaximalPolicy = "cost") -> Report:
     """The report of what :func:`fuse` would merge and refuse, without keeping its result."""
-    return fuse(model, example_inputs, return_report=True)[1]
+    return fuse(model, example_inputs, return_report=True, policy=policy)[1]

@@ -19,6 +19,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from .algebra import ConvMap, expand_groups, torch_padding
 from .analysis import Analysis, Region, fetch_attr
+from .analysis.constants import is_pure
 from .describe import describe
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -150,14 +151,16 @@ def _erase(graph, members: list[Node]) -> None:
             continue
         inputs = node.all_input_nodes
         graph.erase_node(node)
-        for arg in inputs:
-            if arg.op == "get_attr" and not arg.users:
+        while inputs:
+            arg = inputs.pop()
+            if not arg.users and (arg.op == "get_attr" or is_pure(arg)) and arg not in members:
+                inputs.extend(arg.all_input_nodes)
                 graph.erase_node(arg)
 
 
 def worth_rewriting(region: Region) -> bool:
     """More than one op to merge, or ops that amount to their input."""
-    return len(region.members) > 1 or region.value.map is None
+    return len(region.members) > 1 or region.map is None
 
 
 def rewrite(gm: GraphModule, analysis: Analysis) -> list[Merge]:
@@ -173,7 +176,7 @@ def rewrite(gm: GraphModule, analysis: Analysis) -> list[Merge]:
         while root in replaced:
             root = replaced[root]
         members = tuple(describe(n, gm) for n in region.members)
-        m = region.value.map
+        m = region.map
         if m is None:
             new, name, result = root, None, "identity"
         else:

@@ -7,23 +7,38 @@ from typing import Iterator
 
 from torch.fx import Node
 
-from .algebra import ConvMap, require
+from .algebra import ZERO, ConvMap, Cost, is_identity, require, scalar_affine
+
+IDENTITY = scalar_affine(1.0)
 
 
 @dataclass(frozen=True, eq=False)
 class Value:
-    """``node`` computes ``map`` applied to the tensor of ``root`` (``map=None``: the identity).
+    """``node`` computes ``map`` applied to the tensor of ``root``.
 
-    ``parts`` are the values ``node`` was made from; together with ``node`` they are
-    the region of the graph that a single convolution of ``root`` can replace.  A
-    value with ``node=None`` is the root itself: a tensor the analysis does not see into.
-    ``pin`` says why this value must not be merged with any other op (``None``: it may).
+    A ``uniform`` map has one channel and applies to every channel of ``root`` alike
+    (identity, scalar affine, padding, average pooling), whatever their number.
+    ``parts`` are the values ``node`` was made from; with ``node`` and ``via`` (ops
+    merged along the way that have no value of their own, such as the ``torch.stack``
+    before a ``.sum(0)``) they are the region of the graph one convolution of ``root``
+    can replace.  ``cost`` is what the region's ops cost as they are, per output
+    position (per channel, for a uniform map); ``convolves`` whether one of them is a
+    convolution, linear layer or pooling.  ``spatial_dims`` is the number of spatial
+    dims of the tensor where an op fixes it (a convolution or pooling of rank ``r``
+    reads ``N, C`` and ``r`` spatial dims; the batch dim is assumed).  A value with
+    ``node=None`` is the root itself.  ``pin`` says why this value must not merge with
+    any other op.
     """
 
     root: Node
-    map: ConvMap | None = None
+    map: ConvMap = IDENTITY
+    uniform: bool = True
     node: Node | None = None
     parts: tuple["Value", ...] = ()
+    via: tuple[Node, ...] = ()
+    cost: Cost = ZERO
+    convolves: bool = False
+    spatial_dims: int | None = None
     pin: str | None = None
 
     @staticmethod
@@ -35,6 +50,10 @@ class Value:
     def is_root(self) -> bool:
         return self.node is None
 
+    @property
+    def is_identity(self) -> bool:
+        return self.uniform and is_identity(self.map)
+
     def members(self) -> Iterator[Node]:
         """The op nodes whose results this value merges (each once)."""
         seen: set[Node] = set()
@@ -44,6 +63,10 @@ class Value:
             if value.node is not None and value.node not in seen:
                 seen.add(value.node)
                 yield value.node
+                for node in value.via:
+                    if node not in seen:
+                        seen.add(node)
+                        yield node
                 stack.extend(value.parts)
 
 

@@ -107,3 +107,17 @@ def ops(gm) -> dict[str, int]:
             continue
         counts[kind] += 1
     return counts
+
+
+def fuse_and_check(model: nn.Module, x: torch.Tensor, expected: dict[str, int], reason: str | None = None, **kwargs):
+    """Fuse ``model``; assert what is left (``expected`` counts), equivalence in float64 and ``reason`` in the report."""
+    fused, report = repfuse.fuse(model, return_report=True, **kwargs)
+    counts = ops(fused)
+    assert {key: counts[key] for key in expected} == expected, counts
+    assert_equivalent(model, fused, x)
+    reasons = " | ".join(r.reason for r in report.refusals)
+    if reason is None:
+        assert not any(r.reason.startswith("the cost policy") for r in report.refusals), reasons
+    else:
+        assert reason in reasons, reasons
+    return fused, report

@@ -5,7 +5,7 @@ Every function takes and returns :class:`ConvMap` values and raises
 """
 
 from .affine import batch_norm_scale_shift, channel_vector, fold_batch_norm, scale_shift
-from .combine import add, as_forward, compose, sum_maps
+from .combine import add, as_forward, compose, concat, sum_maps
 from .convmap import (
     FOLD_DTYPE,
     PADDING_MODES,
@@ -18,9 +18,10 @@ from .convmap import (
     linear,
     require,
 )
-from .cost import Cost, cost
+from .cost import ZERO, Cost, cost, elementwise_cost
 from .evaluate import apply, torch_padding
 from .groups import expand_groups
+from .uniform import avg_pool, depthwise, is_identity, lift_rank, pad, scalar_affine
 from .window import Window, common_window, embed, padding_mode_of, window_of
 
 __all__ = [
@@ -30,24 +31,33 @@ __all__ = [
     "Cost",
     "Refused",
     "Window",
+    "ZERO",
     "add",
     "apply",
+    "avg_pool",
     "as_forward",
     "batch_norm_scale_shift",
     "channel_affine",
     "channel_vector",
     "common_window",
     "compose",
+    "concat",
     "conv",
     "conv_transpose",
     "cost",
+    "depthwise",
+    "elementwise_cost",
     "embed",
     "expand_groups",
     "fold_batch_norm",
     "identity",
+    "is_identity",
+    "lift_rank",
     "linear",
+    "pad",
     "padding_mode_of",
     "require",
+    "scalar_affine",
     "scale_shift",
     "sum_maps",
     "torch_padding",

@@ -13,8 +13,9 @@ Composition.  Applying A then B (``B(A(x))``), output ``i`` of the composite rea
 so it is one convolution with stride ``s_A*s_B``, padding ``p_B*s_A + p_A`` and the
 full correlation of the kernels on the lattice ``gcd(d_B*s_A, d_A)``; its bias is
 ``b_B + sum_j W_B[:, :, j] @ b_A``.  Exact when B reads no padding, or when A is
-pointwise (then B's padding commutes with A) and either B pads with a mode other
-than zeros or A has no bias (B's zeros are then A applied to zeros).
+1-tap with stride 1 and B's padding of A's output is A of a padded input: A reads no
+padding and B pads with reflect, replicate or circular (they commute with a
+per-position map), or A has no bias and both pad with zeros (B's zeros are A's zeros).
 """
 
 from __future__ import annotations
@@ -60,6 +61,35 @@ def as_forward(m: ConvMap) -> ConvMap:
         tuple(padding),
         m.dilation,
         m.groups,
+    )
+
+
+def _require_padding_commutes(first: ConvMap, second: ConvMap) -> None:
+    """Where ``second`` pads ``first``'s output, require that this equals ``first`` of a padded input.
+
+    True when ``first`` is 1-tap with stride 1 (it then acts on each position alone)
+    and either (a) it reads no padding and ``second`` pads with reflect, replicate or
+    circular, which commute with a per-position map, or (b) it has no bias, so its
+    zeros are zeros, and both pad with zeros (or both replicate).
+    """
+    require(
+        not first.transposed
+        and all(k == 1 for k in first.kernel_size)
+        and all(s == 1 for s in first.stride),
+        "the second convolution pads the first one's output, which is not the first applied "
+        "to a padded input unless the first is 1-tap with stride 1",
+    )
+    if not first.reads_padding and second.padding_mode != "zeros":
+        return
+    require(
+        not first.has_bias,
+        "zero padding after a biased op: the padded zeros are not the op applied to zeros"
+        if second.padding_mode == "zeros"
+        else f"{second.padding_mode} padding of a padded, biased result",
+    )
+    require(
+        not first.reads_padding or (first.padding_mode == second.padding_mode in ("zeros", "replicate")),
+        f"{second.padding_mode} padding of a result padded with {first.padding_mode}",
     )
 
 
@@ -109,15 +139,7 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
         f"{first.out_channels} channels feed a map that reads {second.in_channels}",
     )
     if second.reads_padding:
-        require(
-            first.is_pointwise,
-            "the second convolution pads the first one's output, which is not the first "
-            "applied to a padded input unless the first is pointwise (1-tap, stride 1, no padding)",
-        )
-        require(
-            second.padding_mode != "zeros" or not first.has_bias,
-            "zero padding after a biased op: the padded zeros are not the op applied to zeros",
-        )
+        _require_padding_commutes(first, second)
         mode = second.padding_mode
     else:
         mode = first.padding_mode
@@ -169,3 +191,26 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
         groups,
         mode if any(lo or hi for lo, hi in padding) else "zeros",
     )
+
+
+def concat(maps: Sequence[ConvMap]) -> ConvMap:
+    """``cat([M_1(x), ..., M_n(x)], channels)``: one convolution with the outputs stacked.
+
+    Over the common window, as for sums.  Stacking keeps channel order only with one
+    group, so grouped maps are first written with one (block-diagonal) group.
+    """
+    maps = [as_forward(m) for m in maps]
+    first = maps[0]
+    for m in maps[1:]:
+        require(
+            m.in_channels == first.in_channels,
+            f"concatenated maps read {first.in_channels} and {m.in_channels} channels",
+        )
+    window = common_window(maps)
+    mode = padding_mode_of(maps)
+    placed = [embed(expand_groups(m, 1), window, mode) for m in maps]
+    weight = torch.cat([m.weight for m in placed])
+    bias = None
+    if any(m.bias is not None for m in placed):
+        bias = torch.cat([m.bias_or_zeros() for m in placed])
+    return placed[0].with_(weight=weight, bias=bias)

@@ -1,11 +1,11 @@
-"""What a map costs to run, per output position.
+"""What a map costs to run, per output position (all channels at one spatial position).
 
-    MACs  = C_out * (C_in / G) * prod(kernel)          (ordinary convolution)
-    MACs  = C_out * (C_in / G) * prod(kernel) / prod(stride)   (transposed)
-    bytes = (weight + bias) elements * element size
+    MACs   = C_out * (C_in / G) * prod(kernel)           (transposed: / prod(stride))
+    reads  = C_in * prod(stride)     input elements per output position (each read once)
+    writes = C_out
 
-Per output position (all channels at one spatial position), so maps with one output
-size compare directly and a sum of branches costs the sum of their costs.
+Costs of maps with one output size compare directly, and the cost of a sum of
+branches is the sum of their costs.  A policy weighs memory traffic against MACs.
 """
 
 from __future__ import annotations
@@ -18,19 +18,33 @@ from .convmap import ConvMap
 
 @dataclass(frozen=True)
 class Cost:
-    """Multiply-accumulates per output position and parameter bytes."""
+    """Multiply-accumulates and elements read and written, per output position."""
 
     macs: float
-    weight_bytes: int
+    reads: float
+    writes: float
 
     def __add__(self, other: "Cost") -> "Cost":
-        return Cost(self.macs + other.macs, self.weight_bytes + other.weight_bytes)
+        return Cost(self.macs + other.macs, self.reads + other.reads, self.writes + other.writes)
+
+    def __mul__(self, factor: float) -> "Cost":
+        return Cost(self.macs * factor, self.reads * factor, self.writes * factor)
+
+    __rmul__ = __mul__
 
 
-def cost(m: ConvMap, element_size: int = 4) -> Cost:
-    """The cost of running ``m`` once per output position, for ``element_size``-byte weights."""
+ZERO = Cost(0.0, 0.0, 0.0)
+
+
+def cost(m: ConvMap) -> Cost:
+    """The cost of running ``m`` once per output position."""
     macs = m.out_channels * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+    positions = math.prod(m.stride)
     if m.transposed:
-        macs /= math.prod(m.stride)
-    params = m.weight.numel() + (m.out_channels if m.bias is not None else 0)
-    return Cost(float(macs), params * element_size)
+        return Cost(macs / positions, m.in_channels / positions, float(m.out_channels))
+    return Cost(float(macs), float(m.in_channels * positions), float(m.out_channels))
+
+
+def elementwise_cost(channels: int, operands: int = 1) -> Cost:
+    """An elementwise op (BatchNorm, add, scale) over ``operands`` inputs of ``channels`` channels."""
+    return Cost(float(channels), float(channels * operands), float(channels))

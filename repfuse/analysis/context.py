@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 from torch.fx import Node
 
-from ..algebra import ConvMap, Refused, require
+from ..algebra import ConvMap, Cost, require
 from ..value import Value, one_root
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class NodeContext:
 
     def root(self, arg: Any) -> Value:
         require(isinstance(arg, Node), f"expected a tensor, got {arg!r}")
-        require(arg.op != "get_attr", f"`{arg.target}` is a constant tensor, not a value computed from the input")
+        require(not self.is_constant(arg), f"`{arg.name}` is a constant, not a value computed from the input")
         return Value.of_root(arg)
 
     def value(self, arg: Any) -> Value:
@@ -54,14 +54,15 @@ class NodeContext:
             others = ", ".join(f"`{user.name}`" for user in arg.users if user is not self.node)
             self._walk.note(arg, f"its result is also read by {others}, so it is kept and merging starts again from it")
             return root
-        self.absorbed.append(arg)
         return known
+
+    def is_constant(self, arg: Any) -> bool:
+        return not isinstance(arg, Node) or self._walk.constants.is_constant(arg)
 
     def constant(self, arg: Any, what: str) -> Any:
         if isinstance(arg, Node):
-            if arg.op == "get_attr":
-                return fetch_attr(self._walk.owner, arg.target)
-            raise Refused(f"{what} is computed at run time (`{arg.name}`)")
+            require(self._walk.constants.is_constant(arg), f"{what} is computed at run time (`{arg.name}`)")
+            return self._walk.constants.value(arg)
         if isinstance(arg, (list, tuple)):
             return type(arg)(self.constant(item, what) for item in arg)
         return arg
@@ -69,6 +70,36 @@ class NodeContext:
     def ndim(self, node: Node) -> int | None:
         return self._walk.ndim(node)
 
-    def make(self, map: ConvMap | None, inputs: tuple[Value, ...]) -> Value:
-        return Value(root=one_root(inputs), map=map, node=self.node, parts=tuple(inputs), pin=self._pin)
+    def verdict(self, merged: ConvMap, parts: Cost) -> str | None:
+        return self._walk.policy.verdict(merged, parts)
 
+    def note(self, reason: str) -> None:
+        self._walk.note(self.node, reason)
+
+    def make(
+        self,
+        map: ConvMap,
+        inputs: tuple[Value, ...],
+        *,
+        cost: Cost,
+        uniform: bool = False,
+        via: tuple[Node, ...] = (),
+        convolves: bool = False,
+        spatial_dims: int | None = None,
+    ) -> Value:
+        if spatial_dims is None:
+            spatial_dims = next((v.spatial_dims for v in inputs if v.spatial_dims is not None), None)
+        value = Value(
+            root=one_root(inputs),
+            map=map,
+            uniform=uniform,
+            node=self.node,
+            parts=tuple(inputs),
+            via=via,
+            cost=cost,
+            convolves=convolves or any(v.convolves for v in inputs),
+            spatial_dims=spatial_dims,
+            pin=self._pin,
+        )
+        self.absorbed.extend(v.node for v in inputs if not v.is_root)
+        return value

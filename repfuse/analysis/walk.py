@@ -6,7 +6,10 @@ the argument is kept, and merging starts again from it as a new root).  A node w
 rule refuses, and a node with no rule, is opaque: it reads its arguments as tensors,
 so each argument that has a value ends a region there.
 
-The regions are the values nobody merged further: each is one convolution of its root.
+The values nobody merged further are the candidate regions, each one convolution of
+its root.  They are then planned top down: a region the cost policy rejects, or one
+that cannot be written as a module, keeps its last op as it is and its parts become
+candidates in turn.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
-from ..algebra import Refused
+from ..algebra import ConvMap, Cost, Refused, depthwise, lift_rank
 from ..rules import REGISTRY, Opaque, Registry
 from ..value import Refusal, Value
+from .constants import Constants
 from .context import NodeContext, fetch_attr
+from .policy import CostPolicy, MaximalPolicy
 from .ranks import known_ndim
 
 _CALLS = ("call_module", "call_function", "call_method")
@@ -28,11 +33,15 @@ _CALLS = ("call_module", "call_function", "call_method")
 
 @dataclass
 class Region:
-    """A connected set of ops that together compute ``value``; ``sink`` is the last of them."""
+    """Ops that together compute ``value``; ``sink`` is the last, ``map`` what they become.
+
+    ``map`` is ``None`` where the ops amount to their root tensor itself.
+    """
 
     sink: Node
     value: Value
     members: list[Node]
+    map: ConvMap | None
 
 
 @dataclass
@@ -54,12 +63,14 @@ def _has_hooks(module: nn.Module) -> bool:
 class Walk:
     """The state of one analysis: values so far and notes on what was not merged."""
 
-    def __init__(self, owner: GraphModule, registry: Registry):
+    def __init__(self, owner: GraphModule, registry: Registry, policy: CostPolicy | MaximalPolicy):
         self.owner = owner
         self.registry = registry
+        self.policy = policy
         self.values: dict[Node, Value] = {}
         self.absorbed: set[Node] = set()
         self._notes: dict[tuple[Node, str], Refusal] = {}
+        self.constants = Constants(lambda target: fetch_attr(owner, target))
         self._ndims: dict[Node, int | None] = {}
         self._pins = self._pin_reasons()
 
@@ -117,17 +128,61 @@ class Walk:
 
     # -- the walk ----------------------------------------------------------------
     def run(self) -> Analysis:
-        position = {}
+        self._position = {}
         for index, node in enumerate(self.owner.graph.nodes):
-            position[node] = index
+            self._position[node] = index
             if node.op in _CALLS:
                 self._visit(node)
-        regions = [
-            Region(node, value, sorted(value.members(), key=position.__getitem__))
-            for node, value in self.values.items()
-            if node not in self.absorbed
-        ]
+        regions: list[Region] = []
+        for node, value in self.values.items():
+            if node not in self.absorbed:
+                self._plan(value, regions)
+        regions.sort(key=lambda region: self._position[region.sink])
         return Analysis(self.values, regions, self.refusals)
+
+    def _plan(self, value: Value, regions: list[Region]) -> None:
+        """Make ``value`` a region if it pays off and can be emitted; else split it at its op."""
+        if value.is_root:
+            return
+        members = sorted(value.members(), key=self._position.__getitem__)
+        emitted, reason = self._emitted(value, merges=len(members) > 1)
+        if reason is None and len(members) > 1 and emitted is not None:
+            reason = self.policy.verdict(emitted, self._parts_cost(value, emitted))
+        if reason is None:
+            regions.append(Region(value.node, value, members, emitted))
+            return
+        if reason:
+            self.note(value.node, reason)
+        for part in value.parts:
+            self._plan(part, regions)
+
+    def _emitted(self, value: Value, merges: bool) -> tuple[ConvMap | None, str | None]:
+        """The map a region of ``value`` becomes (``None``: its root itself), or why none.
+
+        The reason is ``""`` where there is nothing worth saying: ops without a
+        convolution among them (a new convolution would not beat elementwise ops), or a
+        lone op.
+        """
+        if value.is_identity:
+            return None, None
+        if not value.convolves:
+            return None, ""  # elementwise ops and padding: they stay as they are
+        if not value.uniform:
+            return value.map, None
+        meta = value.node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
+        if value.map.rank == 0 or not merges:
+            return None, ""
+        if shape is None or len(shape) - 2 < value.map.rank:
+            return None, "it treats every channel alike and their number is unknown (pass example_inputs)"
+        return depthwise(lift_rank(value.map, len(shape) - 2), int(shape[1])), None
+
+    @staticmethod
+    def _parts_cost(value: Value, emitted: ConvMap) -> Cost:
+        """What the region's ops cost as they are, per output position of ``emitted``."""
+        if value.uniform:
+            return value.cost * emitted.out_channels
+        return value.cost
 
     def _visit(self, node: Node) -> None:
         try:
@@ -149,6 +204,10 @@ class Walk:
         self.absorbed.update(ctx.absorbed)
 
 
-def analyze(gm: GraphModule, registry: Registry = REGISTRY) -> Analysis:
+def analyze(
+    gm: GraphModule,
+    registry: Registry = REGISTRY,
+    policy: CostPolicy | MaximalPolicy | None = None,
+) -> Analysis:
     """Abstract values for every node of ``gm`` and the regions they form."""
-    return Walk(gm, registry).run()
+    return Walk(gm, registry, policy or CostPolicy()).run()

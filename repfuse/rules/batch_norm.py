@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node
 
-from ..algebra import batch_norm_scale_shift, channel_affine, require, scale_shift
+from ..algebra import batch_norm_scale_shift, elementwise_cost, require, scale_shift
 from ..value import Value
-from .common import value_ndim
+from .common import as_channels, value_ndim
 from .registry import RuleContext, bind, rule
 
 # The input ranks each BatchNorm class accepts.
@@ -43,27 +43,31 @@ def fold(
 ) -> Value:
     """The value of ``BN(value)``; ``ndims`` are the input ranks the op accepts (None: any)."""
     scale, shift = batch_norm_scale_shift(mean, var, eps, weight, bias)
+    channels = mean.numel()
     ndim = value_ndim(ctx, value)
     if ndim is None and ndims is not None and len(ndims) == 1:
         ndim = ndims[0]
-    if value.map is None:
+    require(ndims is None or ndim is None or ndim in ndims, f"BatchNorm reads {ndims}-D tensors, not {ndim}-D")
+    if value.uniform:
         require(ndim is not None, "the rank of BatchNorm's input is unknown (pass example_inputs)")
-        return ctx.make(channel_affine(scale, shift, ndim - 2), (value,))
-    rank = value.map.rank
-    require(
-        ndim is not None,
-        "BatchNorm1d after a linear layer folds only on 2-D input, and this input's rank "
-        "is unknown (pass example_inputs)",
-    )
-    require(
-        ndim == rank + 2,
-        f"BatchNorm normalises dim 1, but the channels of the {ndim}-D tensor it reads are on dim {ndim - rank - 1}",
-    )
-    require(
-        mean.numel() == value.map.out_channels,
-        f"BatchNorm has {mean.numel()} features but its input has {value.map.out_channels} channels",
-    )
-    return ctx.make(scale_shift(value.map, scale, shift), (value,))
+        m, base = as_channels(value, channels, ndim - 2)
+    else:
+        rank = value.map.rank
+        require(
+            ndim is not None,
+            "BatchNorm1d after a linear layer folds only on 2-D input, and this input's rank "
+            "is unknown (pass example_inputs)",
+        )
+        require(
+            ndim == rank + 2,
+            f"BatchNorm normalises dim 1, but the channels of the {ndim}-D tensor it reads are on dim {ndim - rank - 1}",
+        )
+        require(
+            channels == value.map.out_channels,
+            f"BatchNorm has {channels} features but its input has {value.map.out_channels} channels",
+        )
+        m, base = value.map, value.cost
+    return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels))
 
 
 @rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

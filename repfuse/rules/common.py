@@ -1,10 +1,32 @@
-"""Helpers shared by rules: tensor ranks and turning identity values into maps."""
+"""Helpers shared by rules: tensor ranks, channel layouts and values written as maps.
+
+Channels sit on dim ``-(r + 1)`` (counting from the end) of the tensors of a rank-``r``
+map: dim 1 of a batched convolution's tensors, the last dim of a linear layer's.  A
+constant broadcast onto such a tensor is a per-channel constant when it varies only
+along that dim and has no more dims than the tensor.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
-from ..algebra import ConvMap, Refused, identity
+import torch
+from torch import Tensor
+
+from ..algebra import (
+    ConvMap,
+    Cost,
+    Refused,
+    channel_vector,
+    compose,
+    cost,
+    depthwise,
+    elementwise_cost,
+    lift_rank,
+    require,
+    scale_shift,
+)
 from ..value import Value
 from .registry import RuleContext
 
@@ -12,22 +34,140 @@ from .registry import RuleContext
 def value_ndim(ctx: RuleContext, value: Value) -> int | None:
     """The rank of the tensor ``value`` denotes, where known.
 
-    A convolution's input may be batched or not; where no shape information says
-    which, a rank-``r`` convolution's tensors are taken as batched (``r + 2`` dims).
-    A linear layer (rank 0) accepts any rank, so it stays unknown.
+    From shape information if there is some; else from the op that fixed its spatial
+    dims: a rank-``r`` convolution or pooling reads batched tensors of ``r + 2`` dims
+    (unbatched ones are not told apart without ``example_inputs``).  A linear layer
+    accepts any rank, and padding pads any tensor, so they leave it unknown.
     """
     known = ctx.ndim(value.root)
     if known is not None:
         return known
-    if value.map is not None and value.map.rank > 0:
-        return value.map.rank + 2
+    if value.spatial_dims is not None:
+        return value.spatial_dims + 2
     return None
 
 
-def concrete_maps(values: Sequence[Value]) -> list[ConvMap]:
-    """The maps of ``values``, with identities written as maps shaped like the others."""
-    like = next((v.map for v in values if v.map is not None), None)
-    if like is None:
-        raise Refused("every operand is the input itself: there is no convolution to merge into")
-    device = like.weight.device
-    return [v.map if v.map is not None else identity(like.in_channels, like.rank, device=device) for v in values]
+def as_channels(value: Value, channels: int, rank: int) -> tuple[ConvMap, Cost]:
+    """``value``'s map and cost over ``rank`` spatial dims and ``channels`` channels."""
+    if not value.uniform:
+        require(value.map.rank == rank, f"a rank-{value.map.rank} map meets a rank-{rank} map")
+        return value.map, value.cost
+    return depthwise(lift_rank(value.map, rank), channels), value.cost * channels
+
+
+def aligned(values: Sequence[Value]) -> tuple[list[ConvMap], list[Cost], bool]:
+    """The values' maps over one rank and one channel count, their costs, and whether uniform.
+
+    Uniform maps take the channel count and rank of the others; if all are uniform
+    they stay one-channel maps, lifted to their largest rank.
+    """
+    concrete = [v for v in values if not v.uniform]
+    if not concrete:
+        rank = max(v.map.rank for v in values)
+        return [lift_rank(v.map, rank) for v in values], [v.cost for v in values], True
+    rank = concrete[0].map.rank
+    channels = concrete[0].map.in_channels
+    pairs = [as_channels(v, channels, rank) for v in values]
+    return [m for m, _ in pairs], [c for _, c in pairs], False
+
+
+def then(
+    ctx: RuleContext,
+    arg: Any,
+    second: ConvMap,
+    *,
+    uniform: bool = False,
+    convolves: bool = True,
+    spatial_dims: int | None = None,
+) -> Value:
+    """The value of ``second`` applied to the tensor ``arg``, merged with ``arg``'s value if it can be.
+
+    The merge (composition) must be exact and pay off under the cost policy; otherwise
+    this op starts a new region at ``arg``, with the reason noted.  ``convolves`` and
+    ``spatial_dims`` are as for :meth:`RuleContext.make`.
+    """
+    extra = dict(convolves=convolves, spatial_dims=spatial_dims)
+    own = cost(second)
+    source = ctx.value(arg)
+    if source.is_root or source.is_identity:
+        return ctx.make(second, (source,), cost=source.cost + own, uniform=uniform, **extra)
+    try:
+        if uniform and source.uniform:
+            rank = max(source.map.rank, second.rank)
+            first, first_cost = lift_rank(source.map, rank), source.cost
+            second = lift_rank(second, rank)
+        elif uniform:
+            first, first_cost = source.map, source.cost
+            second = depthwise(lift_rank(second, first.rank), first.out_channels)
+            own = cost(second)
+        else:
+            first, first_cost = as_channels(source, second.in_channels, second.rank)
+        merged = compose(first, second)
+        parts = first_cost * math.prod(second.stride) + own
+        reason = ctx.verdict(merged, parts)
+        require(reason is None, reason or "")
+    except Refused as refusal:
+        ctx.note(f"not merged with `{arg.name}` before it: {refusal.reason}")
+        return ctx.make(second, (ctx.root(arg),), cost=cost(second), uniform=uniform, **extra)
+    return ctx.make(merged, (source,), cost=parts, uniform=uniform and source.uniform, **extra)
+
+
+def per_channel(ctx: RuleContext, value: Value, constant: Any, what: str) -> tuple[float | Tensor, int | None]:
+    """A constant broadcast onto ``value``'s tensor, as a scalar or one number per channel.
+
+    Returns ``(scalar or vector, rank)``: the rank is the map rank the layout of a
+    per-channel constant implies (``None`` for a scalar).  Refuses a constant that
+    varies along another dim, or has more dims than the tensor.
+    """
+    if isinstance(constant, bool) or not isinstance(constant, (int, float, Tensor)):
+        raise Refused(f"{what} is not a number or a tensor")
+    if not isinstance(constant, Tensor):
+        return float(constant), None
+    require(constant.is_floating_point() or not constant.is_complex(), f"{what} is complex")
+    shape = tuple(constant.shape)
+    ndim = value_ndim(ctx, value)
+    if ndim is not None:
+        require(len(shape) <= ndim, f"{what} has more dims ({len(shape)}) than the tensor ({ndim})")
+    varying = [len(shape) - i for i, size in enumerate(shape) if size != 1]  # dims from the end
+    if not varying:
+        if ndim is None:
+            require(len(shape) <= 1, f"{what} may add dims to a tensor of unknown rank (pass example_inputs)")
+        return float(constant.reshape(()).item()), None
+    require(len(varying) == 1, f"{what} of shape {shape} varies along more than the channel dim")
+    axis = varying[0]  # channels sit on dim -axis
+    rank = axis - 1
+    if not value.uniform:
+        expected = value.map.rank + 1
+        require(
+            axis == expected,
+            f"{what} of shape {shape} varies along dim -{axis}, but the channels are on dim -{expected}",
+        )
+    if ndim is None:
+        require(
+            len(shape) <= rank + 2 and (rank > 0 or len(shape) == 1),
+            f"{what} may add dims to a tensor of unknown rank (pass example_inputs)",
+        )
+    return constant.detach().to(torch.float64).reshape(-1), rank
+
+
+def scaled(
+    ctx: RuleContext,
+    value: Value,
+    scale: float | Tensor | None,
+    shift: float | Tensor | None,
+    channels_rank: int | None = None,
+) -> Value:
+    """``scale * value + shift`` (each a scalar, a per-channel vector or ``None``)."""
+    vectors = [t for t in (scale, shift) if isinstance(t, Tensor)]
+    if value.uniform and vectors:
+        channels = vectors[0].numel()
+        m, base = as_channels(value, channels, max(channels_rank or 0, value.map.rank))
+        uniform = False
+    else:
+        m, base, uniform = value.map, value.cost, value.uniform
+    channels = 1 if uniform else m.out_channels
+    if isinstance(scale, Tensor) or isinstance(shift, Tensor):
+        for t in vectors:
+            channel_vector(t, channels, m.weight)  # refuses a channel-count mismatch
+    return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), uniform=uniform)
+

@@ -1,7 +1,7 @@
 """Convolutions, transposed convolutions and linear layers: each is a map of its input.
 
-A convolution starts a region at its input: merging it with what comes before
-(composition) is left to the cost model's rules, not done here.
+Each merges with the map before it (composition) where that is exact and the cost
+policy accepts it (see :func:`.common.then`); otherwise it starts a region at its input.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from torch.fx import Node
 
 from ..algebra import conv, conv_transpose, linear, require
 from ..value import Value
+from .common import then
 from .registry import RuleContext, bind, rule
 
 
@@ -48,7 +49,7 @@ def conv_module(node: Node, ctx: RuleContext) -> Value:
     m = conv(
         module.weight, module.bias, module.stride, module.padding, module.dilation, module.groups, module.padding_mode
     )
-    return ctx.make(m, (ctx.root(args["input"]),))
+    return then(ctx, args["input"], m, spatial_dims=m.rank or None)
 
 
 def _conv_function(rank: int):
@@ -65,7 +66,7 @@ def _conv_function(rank: int):
             ctx.constant(args["dilation"], "the dilation"),
             ctx.constant(args["groups"], "groups"),
         )
-        return ctx.make(m, (ctx.root(args["input"]),))
+        return then(ctx, args["input"], m, spatial_dims=m.rank or None)
 
     return conv_function
 
@@ -89,7 +90,7 @@ def conv_transpose_module(node: Node, ctx: RuleContext) -> Value:
         module.groups,
         module.dilation,
     )
-    return ctx.make(m, (ctx.root(args["input"]),))
+    return then(ctx, args["input"], m, spatial_dims=m.rank or None)
 
 
 def _conv_transpose_function(rank: int):
@@ -106,7 +107,7 @@ def _conv_transpose_function(rank: int):
             ctx.constant(args["groups"], "groups"),
             ctx.constant(args["dilation"], "the dilation"),
         )
-        return ctx.make(m, (ctx.root(args["input"]),))
+        return then(ctx, args["input"], m, spatial_dims=m.rank or None)
 
     return conv_transpose_function
 
@@ -120,7 +121,7 @@ def linear_module(node: Node, ctx: RuleContext) -> Value:
     """``nn.Linear``: a rank-0 map on the last axis."""
     module = ctx.module()
     args = bind(node, _module_input)
-    return ctx.make(linear(module.weight, module.bias), (ctx.root(args["input"]),))
+    return then(ctx, args["input"], linear(module.weight, module.bias))
 
 
 @rule(F.linear)
@@ -129,5 +130,5 @@ def linear_function(node: Node, ctx: RuleContext) -> Value:
     args = bind(node, _linear_signature)
     weight = _weight(ctx, args["weight"], "the weight")
     require(weight.dim() == 2, "the weight of F.linear is not a matrix")
-    return ctx.make(linear(weight, ctx.constant(args["bias"], "the bias")), (ctx.root(args["input"]),))
+    return then(ctx, args["input"], linear(weight, ctx.constant(args["bias"], "the bias")))
 

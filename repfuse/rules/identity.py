@@ -14,19 +14,23 @@ from .registry import RuleContext, bind, rule
 def _module_input(input) -> None: ...
 
 
+def passthrough(ctx: RuleContext, arg) -> Value:
+    """This node's value when it returns its argument as it is."""
+    value = ctx.value(arg)
+    return ctx.make(value.map, (value,), cost=value.cost, uniform=value.uniform)
+
+
 @rule(nn.Identity)
 def identity_module(node: Node, ctx: RuleContext) -> Value:
     """``nn.Identity()(x) = x``."""
-    value = ctx.value(bind(node, _module_input)["input"])
-    return ctx.make(value.map, (value,))
+    return passthrough(ctx, bind(node, _module_input)["input"])
 
 
 @rule(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 def dropout_module(node: Node, ctx: RuleContext) -> Value:
     """Dropout in eval mode is the identity."""
     require(not ctx.module().training, "dropout in training mode is random")
-    value = ctx.value(bind(node, _module_input)["input"])
-    return ctx.make(value.map, (value,))
+    return passthrough(ctx, bind(node, _module_input)["input"])
 
 
 @rule(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
@@ -34,5 +38,4 @@ def dropout_function(node: Node, ctx: RuleContext) -> Value:
     """``F.dropout(x, p, training=False)`` is the identity."""
     args = bind(node, node.target)
     require(ctx.constant(args["training"], "training") is False, "dropout with training=True is random")
-    value = ctx.value(args["input"])
-    return ctx.make(value.map, (value,))
+    return passthrough(ctx, args["input"])

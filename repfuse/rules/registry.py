@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.fx import Node
 
-from ..algebra import ConvMap, Refused
+from ..algebra import ConvMap, Cost, Refused
 from ..value import Value
 
 
@@ -26,10 +26,13 @@ class RuleContext(Protocol):
         """The submodule a ``call_module`` node calls."""
 
     def value(self, arg: Any) -> Value:
-        """The value of a tensor argument, to be merged into this node's value."""
+        """The value of a tensor argument, which this node may merge (through :meth:`make`)."""
 
     def root(self, arg: Any) -> Value:
         """A tensor argument as a root: this node starts a new region there."""
+
+    def is_constant(self, arg: Any) -> bool:
+        """Whether ``arg`` is a literal or a parameter/buffer rather than a computed tensor."""
 
     def constant(self, arg: Any, what: str) -> Tensor | float | int | bool | None:
         """A constant argument (literal, parameter or buffer); refuses one computed at run time."""
@@ -37,8 +40,30 @@ class RuleContext(Protocol):
     def ndim(self, node: Node) -> int | None:
         """The rank of ``node``'s tensor where it is known."""
 
-    def make(self, map: ConvMap | None, inputs: tuple[Value, ...]) -> Value:
-        """This node's value: ``map`` of the common root of ``inputs``, merging them."""
+    def verdict(self, merged: ConvMap, parts: Cost) -> str | None:
+        """Why the cost policy rejects ``merged`` in place of ops costing ``parts``, or ``None``."""
+
+    def note(self, reason: str) -> None:
+        """Record why this node did not merge with something it could have."""
+
+    def make(
+        self,
+        map: ConvMap,
+        inputs: tuple[Value, ...],
+        *,
+        cost: Cost,
+        uniform: bool = False,
+        via: tuple[Node, ...] = (),
+        convolves: bool = False,
+        spatial_dims: int | None = None,
+    ) -> Value:
+        """This node's value: ``map`` of the common root of ``inputs``, merging those that are not roots.
+
+        ``cost`` is what the merged ops cost as they are; ``convolves`` says this op is a
+        convolution, linear layer or pooling (so that the region is worth a new conv);
+        ``spatial_dims`` is the number of spatial dims this op fixes for its tensors
+        (default: as its inputs).
+        """
 
 
 Rule = Callable[[Node, RuleContext], Value]
