@@ -146,16 +146,19 @@ def _module_name(region: Region, owner: GraphModule, taken: set[str]) -> str:
 
 def _erase(graph, members: list[Node]) -> None:
     """Erase the region's ops (now without readers) and the constants only they read."""
-    for node in reversed(members):
-        if node.users:
+    erased: set[Node] = set()
+    pending = list(members)
+    region = set(members)
+    while pending:
+        node = pending.pop()
+        if node in erased or node.users:
             continue
+        if node not in region and not (node.op == "get_attr" or is_pure(node)):
+            continue
+        erased.add(node)
         inputs = node.all_input_nodes
         graph.erase_node(node)
-        while inputs:
-            arg = inputs.pop()
-            if not arg.users and (arg.op == "get_attr" or is_pure(arg)) and arg not in members:
-                inputs.extend(arg.all_input_nodes)
-                graph.erase_node(arg)
+        pending.extend(arg for arg in inputs if arg not in region)
 
 
 def worth_rewriting(region: Region) -> bool:

@@ -161,3 +161,20 @@ def test_windows_that_align_through_offsets_merge():
     model = OffsetWindows().to(F64)
     fused, report = fuse_and_check(model, torch.randn(2, 4, 5, 6, dtype=F64), {"conv": 1, "add": 0, "pad": 0})
     assert report.merges[0].result == "Conv2d 4->4 k3x3 s1x1 p1x1"
+
+
+class StackAlongChannels(nn.Module):
+    """Stacking along dim 1 and summing over it is a sum too, but not one this rule reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = conv_bn(4, 4, 3, padding=1)
+        self.b = conv_bn(4, 4, 1)
+
+    def forward(self, x):
+        return torch.stack([self.a(x), self.b(x)], dim=1).sum(1)
+
+
+def test_stack_along_another_dim_is_left_as_it_is():
+    model = prepare(StackAlongChannels())
+    fuse_and_check(model, torch.randn(2, 4, 5, 5, dtype=F64), {"conv": 2, "bn": 0, "other": 2})

@@ -83,6 +83,11 @@ class RandomGraph(nn.Module):
                 values.append(sum(args))
             elif kind == "cat":
                 values.append(torch.cat(args, dim=1))
+            elif kind == "pad":
+                amounts, mode = name
+                values.append(F.pad(args[0], amounts, mode))
+            elif kind == "scale":
+                values.append(args[0] * self.layers[name].weight + self.layers[name].bias)
         return tuple(values[i] for i in self.outputs)
 
 
@@ -113,12 +118,14 @@ def _conv(draw, channels: int, size: int, stride: int | None = None, same: bool 
 
 @st.composite
 def random_graphs(draw):
-    """Small graphs of convs, BN, identity, dropout, adds, sums, ReLU, concatenation and
-    blocks of parallel branches (conv, conv-BN, BN, identity) summed in any order."""
+    """Small graphs of convs, BN, identity, dropout, adds, sums, ReLU, concatenation,
+    average pooling, padding, constant scales and shifts (per channel, scalar, or along
+    the width), and blocks of parallel branches (conv, conv-BN, BN, identity) summed in
+    any order."""
     shapes = [(4, 9)]  # (channels, spatial size) of each value; value 0 is the input
     steps, modules = [], {}
     for index in range(draw(st.integers(1, 8))):
-        kinds = ["block", "block", "conv", "conv", "bn", "identity", "relu", "add", "sum", "cat"]
+        kinds = ["block", "block", "conv", "conv", "bn", "identity", "relu", "add", "sum", "cat", "pool", "pad", "scale"]
         kind = draw(st.sampled_from(kinds))
         latest = len(shapes) - 1
         source = draw(st.sampled_from([latest, latest, latest, draw(st.integers(0, latest))]))
@@ -165,6 +172,31 @@ def random_graphs(draw):
             modules[name] = conv
             steps.append(("module", [source], name))
             shapes.append((out_channels, out_size))
+        elif kind == "pool":
+            k = draw(st.integers(1, 3))
+            stride = draw(st.integers(1, 2))
+            p = draw(st.integers(0, k // 2))
+            out_size = _conv_output(size, k, stride, p, 1)
+            if out_size < 1:
+                continue
+            modules[name] = nn.AvgPool2d(k, stride, p, count_include_pad=draw(st.booleans()))
+            steps.append(("module", [source], name))
+            shapes.append((channels, out_size))
+        elif kind == "pad":
+            lo, hi = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+            mode = draw(st.sampled_from(["constant", "reflect", "replicate", "circular"]))
+            if mode != "constant" and max(lo, hi) >= size:
+                mode = "constant"
+            steps.append(("pad", [source], ([lo, hi, lo, hi], mode)))
+            shapes.append((channels, size + lo + hi))
+        elif kind == "scale":
+            layer = nn.Conv2d(1, 1, 1)  # a holder for two constants
+            shape = draw(st.sampled_from([(1, channels, 1, 1), (channels, 1, 1), (), (size,)]))
+            layer.weight = nn.Parameter(torch.rand(shape) + 0.5)
+            layer.bias = nn.Parameter(torch.rand(draw(st.sampled_from([shape, ()]))))
+            modules[name] = layer
+            steps.append(("scale", [source], name))
+            shapes.append((channels, size))
         elif kind == "bn":
             modules[name] = nn.BatchNorm2d(channels, affine=draw(st.booleans()))
             steps.append(("module", [source], name))
@@ -182,11 +214,11 @@ def random_graphs(draw):
     return _randomize(model, draw(st.integers(0, 2**16)))
 
 
-@given(model=random_graphs())
-def test_random_graph_fuses_to_an_equivalent_model(model):
+@given(model=random_graphs(), policy=st.sampled_from(["cost", "maximal"]), shapes=st.booleans())
+def test_random_graph_fuses_to_an_equivalent_model(model, policy, shapes):
     before = snapshot(model)
     x = torch.randn(2, 4, 9, 9, dtype=F64, generator=_seeded(0))
-    fused = repfuse.fuse(model)
+    fused = repfuse.fuse(model, x if shapes else None, policy=policy)
     with torch.no_grad():
         expected, actual = model(x), fused(x)
     assert len(actual) == len(expected)

@@ -168,3 +168,27 @@ def test_input_normalization_stays_before_a_zero_padded_conv():
     fuse_and_check(
         model, torch.randn(2, 3, 9, 9, dtype=F64), {"conv": 1}, reason="zero padding after a biased op"
     )
+
+
+class PoolTimesWidthVector(nn.Module):
+    """A width-shaped constant on a pooled input: it varies along a spatial dim, not channels."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.pool = nn.AvgPool2d(1)
+        self.c = nn.Parameter(torch.rand(width) + 0.5)
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.conv(self.pool(x) * self.c)
+
+
+def test_a_width_vector_on_a_uniform_map_is_not_a_channel_scale():
+    model = PoolTimesWidthVector(9).to(F64)
+    fuse_and_check(model, torch.randn(2, 4, 9, 9, dtype=F64), {"conv": 1}, reason="varies along dim -1")
+
+
+def test_a_constant_divided_by_a_tensor_stays():
+    model = prepare(ConvBNThen(lambda y, c: c / (y * y + 1), (1, 4, 1, 1)))
+    fused, _ = fuse_and_check(model, torch.randn(2, 3, 4, 4, dtype=F64), {"conv": 1, "bn": 0})
+    assert operator.truediv in [node.target for node in fused.graph.nodes]

@@ -21,7 +21,7 @@ from torch.fx import Node
 
 from ..algebra import ZERO, elementwise_cost, require, scale_shift, sum_maps
 from ..value import Value, one_root
-from .common import aligned, per_channel, scaled
+from .common import aligned, as_channels, per_channel, scaled
 from .registry import Opaque, RuleContext, bind, rule
 
 
@@ -84,9 +84,10 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
     if len(terms) > 1 or factors != [1]:
         cost = cost + elementwise_cost(1 if uniform else merged.out_channels, len(terms))
     shift, rank = None, None
-    layout = Value(values[0].root, merged, uniform)
+    spatial_dims = next((v.spatial_dims for v in values if v.spatial_dims is not None), None)
+    summed = Value(values[0].root, merged, uniform, cost=cost, spatial_dims=spatial_dims)
     for constant, factor in constants:
-        part, part_rank = per_channel(ctx, layout, constant, "a constant operand")
+        part, part_rank = per_channel(ctx, summed, constant, "a constant operand")
         rank = part_rank if part_rank is not None else rank
         part = part * factor
         if shift is None:
@@ -97,7 +98,6 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
                 "constant operands with different channel counts",
             )
             shift = shift + part
-    summed = Value(values[0].root, merged, uniform, cost=cost)
     if shift is None:
         return ctx.make(merged, tuple(values), cost=cost, uniform=uniform, via=via)
     return _shifted(ctx, summed, tuple(values), shift, rank, via)
@@ -105,8 +105,6 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
 
 def _shifted(ctx: RuleContext, summed: Value, values: tuple[Value, ...], shift, rank, via) -> Value:
     """``summed + shift`` made as this node's value, merging ``values``."""
-    from .common import as_channels
-
     if summed.uniform and isinstance(shift, Tensor):
         m, cost = as_channels(summed, shift.numel(), max(rank or 0, summed.map.rank))
         return ctx.make(scale_shift(m, None, shift), values, cost=cost, uniform=False, via=via)

@@ -136,12 +136,16 @@ def per_channel(ctx: RuleContext, value: Value, constant: Any, what: str) -> tup
     require(len(varying) == 1, f"{what} of shape {shape} varies along more than the channel dim")
     axis = varying[0]  # channels sit on dim -axis
     rank = axis - 1
-    if not value.uniform:
-        expected = value.map.rank + 1
+    expected = value.map.rank + 1 if not value.uniform else value.spatial_dims and value.spatial_dims + 1
+    if expected:
         require(
             axis == expected,
             f"{what} of shape {shape} varies along dim -{axis}, but the channels are on dim -{expected}",
         )
+    require(
+        axis > value.map.rank,
+        f"{what} of shape {shape} varies along dim -{axis}, one of the {value.map.rank} spatial dims",
+    )
     if ndim is None:
         require(
             len(shape) <= rank + 2 and (rank > 0 or len(shape) == 1),
