@@ -71,7 +71,9 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
             factors.append(factor)
             continue
         constant = ctx.constant(operand, "a constant operand")
-        if isinstance(constant, (int, float)) and not isinstance(constant, bool) and constant == 0:
+        if isinstance(constant, bool) or not isinstance(constant, (int, float, Tensor)):
+            raise Opaque()  # not arithmetic on tensors (lists, strings, shapes)
+        if not isinstance(constant, Tensor) and constant == 0:
             continue  # the 0 that sum(...) starts from
         constants.append((constant, factor))
     if not values:

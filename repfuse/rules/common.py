@@ -123,7 +123,7 @@ def per_channel(ctx: RuleContext, value: Value, constant: Any, what: str) -> tup
         raise Refused(f"{what} is not a number or a tensor")
     if not isinstance(constant, Tensor):
         return float(constant), None
-    require(constant.is_floating_point() or not constant.is_complex(), f"{what} is complex")
+    require(not constant.is_complex(), f"{what} is complex")
     shape = tuple(constant.shape)
     ndim = value_ndim(ctx, value)
     if ndim is not None:
@@ -170,8 +170,7 @@ def scaled(
     else:
         m, base, uniform = value.map, value.cost, value.uniform
     channels = 1 if uniform else m.out_channels
-    if isinstance(scale, Tensor) or isinstance(shift, Tensor):
-        for t in vectors:
-            channel_vector(t, channels, m.weight)  # refuses a channel-count mismatch
+    for vector in vectors:
+        channel_vector(vector, channels, m.weight)  # refuses a channel-count mismatch
     return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), uniform=uniform)
 
