@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import replace
+from typing import Any, Sequence
 
 import torch
 from torch import nn
-from torch.fx import GraphModule
-from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten
 
-from .analysis import analyze
 from .analysis.policy import CostPolicy, MaximalPolicy, resolve_policy
-from .describe import describe
-from .errors import TrainingModeError, VerificationError
-from .report import RefusalRecord, Report, count
-from .rewrite import rewrite
-from .trace import trace
+from .errors import FuseError, TrainingModeError, VerificationError
+from .module_pass import Options, fuse_module
+from .report import Report
+from .trace import has_global_hooks
 
 #: Largest accepted ``max|fused - original| / max|original|`` per output dtype.
 TOLERANCE = {
@@ -32,6 +29,11 @@ TOLERANCE = {
 def _check_model(model: Any) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"repfuse.fuse takes a torch.nn.Module, got {type(model).__name__}")
+    if has_global_hooks():
+        raise FuseError(
+            "hooks are registered for every module (torch.nn.modules.module.register_module_forward_hook "
+            "and the like): fusing would change which modules they see; remove them before repfuse.fuse"
+        )
     for name, module in model.named_modules():
         if isinstance(module, _BatchNorm) and module.training and module.track_running_stats:
             raise TrainingModeError(
@@ -40,20 +42,29 @@ def _check_model(model: Any) -> None:
             )
 
 
+def _parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _check_inputs(model: nn.Module, inputs: tuple) -> None:
+    """Run ``model`` once on ``inputs``; a clear error if they do not fit it."""
+    for index, item in enumerate(inputs):
+        if not isinstance(item, torch.Tensor):
+            raise TypeError(f"example input {index} is a {type(item).__name__}, not a tensor")
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as error:
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+        raise ValueError(f"example_inputs of shape {shapes} do not fit the model: {error}") from error
+
+
 def _as_tuple(example_inputs: Any) -> tuple | None:
     if example_inputs is None:
         return None
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs)
     return (example_inputs,)
-
-
-def _propagate_shapes(gm: GraphModule, inputs: tuple) -> None:
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
-    except Exception as error:
-        raise ValueError(f"example_inputs do not fit the model: {error}") from error
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -106,6 +117,8 @@ def fuse(
     verify: bool = False,
     return_report: bool = False,
     policy: str | CostPolicy | MaximalPolicy = "cost",
+    concrete_args: dict[str, Any] | None = None,
+    leaf_modules: Sequence[type | str] = (),
 ):
     """An equivalent module in which every exact linear region is one convolution.
 
@@ -114,27 +127,37 @@ def fuse(
     and a :class:`VerificationError` is raised if the outputs differ beyond
     :data:`TOLERANCE`.  ``policy`` decides which exact merges are made: ``"cost"``
     (default: only those that do not make the model slower, see :class:`CostPolicy`),
-    ``"maximal"`` (all of them) or a :class:`CostPolicy` with other weights.  With
+    ``"maximal"`` (all of them) or a :class:`CostPolicy` with other weights.
+    ``concrete_args`` and ``leaf_modules`` (classes or qualified names of submodules
+    to keep as they are) go to the ``torch.fx`` tracer.  A model ``torch.fx`` cannot
+    trace whole is fused where it can be: its untraceable modules keep their own
+    ``forward`` and their children are fused (the report says which and why).  With
     ``return_report=True`` returns ``(fused, report)``.
     """
     _check_model(model)
-    policy = resolve_policy(policy)
+    options = Options(resolve_policy(policy), concrete_args, tuple(leaf_modules))
     inputs = _as_tuple(example_inputs)
     if verify and inputs is None:
         raise ValueError("verify=True needs example_inputs to run both models on")
-    gm = trace(copy.deepcopy(model))
     if inputs is not None:
-        _propagate_shapes(gm, inputs)
-    before = count(gm)
-    analysis = analyze(gm, policy=policy)
-    refusals = [RefusalRecord(describe(r.node, gm), r.reason) for r in analysis.refusals]
-    merges = rewrite(gm, analysis)
-    report = Report(before, count(gm), merges, refusals)
+        _check_inputs(model, inputs)
+    fused, report = fuse_module(copy.deepcopy(model), inputs, options)
+    report.before = replace(report.before, parameters=_parameter_count(model))
+    report.after = replace(report.after, parameters=_parameter_count(fused))
     if verify:
-        check_equivalence(model, gm, inputs)
-    return (gm, report) if return_report else gm
+        check_equivalence(model, fused, inputs)
+    return (fused, report) if return_report else fused
 
 
-def explain(model: nn.Module, example_inputs: Any = None, *, policy: str | CostPolicy | MaximalPolicy = "cost") -> Report:
+def explain(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    policy: str | CostPolicy | MaximalPolicy = "cost",
+    concrete_args: dict[str, Any] | None = None,
+    leaf_modules: Sequence[type | str] = (),
+) -> Report:
     """The report of what :func:`fuse` would merge and refuse, without keeping its result."""
-    return fuse(model, example_inputs, return_report=True, policy=policy)[1]
+    return fuse(
+        model, example_inputs, return_report=True, policy=policy, concrete_args=concrete_args, leaf_modules=leaf_modules
+    )[1]

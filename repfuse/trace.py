@@ -2,30 +2,115 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from torch import nn
 from torch.fx import GraphModule, Tracer
+from torch.nn.modules import module as module_globals
 
 from .errors import TraceError
 from .rules import REGISTRY
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+# Everything ``nn.Module`` keeps about its hooks, moved along with them.
+_HOOK_STATE = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_is_full_backward_hook",
+)
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs hooks of its own."""
+    return any(getattr(module, name, None) for name in _HOOKS)
+
+
+def has_global_hooks() -> bool:
+    """Whether hooks are registered for every module (``register_module_forward_hook``)."""
+    return any(getattr(module_globals, name, None) for name in _GLOBAL_HOOKS)
+
+
+def move_hooks(source: nn.Module, target: nn.Module) -> None:
+    """Make ``target`` run the hooks registered on ``source``."""
+    for name in _HOOK_STATE:
+        if hasattr(source, name):
+            setattr(target, name, getattr(source, name))
+
 
 class LeafTracer(Tracer):
-    """``torch.fx``'s tracer, keeping whole every module a rule knows.
+    """``torch.fx``'s tracer, keeping whole the modules it must not trace through.
 
-    Subclasses of ``nn.BatchNorm2d``, ``nn.Conv2d`` and the like that keep their
-    class's ``forward`` stay single ops instead of being traced through (their
-    ``forward`` checks input ranks with Python control flow that ``torch.fx`` cannot
-    trace).
+    Kept whole: every module a rule knows that keeps its class's ``forward`` (so that
+    subclasses of ``nn.BatchNorm2d`` and the like stay single ops: their ``forward``
+    checks ranks with Python control flow), every module with hooks (tracing through
+    would drop them), the classes or qualified names in ``leaf_modules``, and the
+    modules found untraceable (``{qualified name: error}``).  ``kept`` records the
+    last three kinds as ``{qualified name: reason}``.
     """
 
+    def __init__(self, leaf_modules: Sequence[type | str] = (), untraceable: dict[str, str] | None = None):
+        super().__init__()
+        self.leaf_types = tuple(m for m in leaf_modules if isinstance(m, type))
+        self.leaf_names = {m for m in leaf_modules if isinstance(m, str)}
+        self.untraceable = untraceable or {}
+        self.kept: dict[str, str] = {}
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as error:
+            if not hasattr(error, "repfuse_module"):
+                error.repfuse_module = self.path_of_module(m)  # the innermost module that failed
+            raise
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return REGISTRY.is_leaf(m) or super().is_leaf_module(m, module_qualified_name)
+        if REGISTRY.is_leaf(m):
+            return True
+        if isinstance(m, self.leaf_types) or module_qualified_name in self.leaf_names:
+            self.kept[module_qualified_name] = "a leaf module by request: kept as it is"
+            return True
+        if module_qualified_name in self.untraceable:
+            self.kept[module_qualified_name] = (
+                f"torch.fx could not trace it ({self.untraceable[module_qualified_name]}): "
+                "kept whole, its children fused"
+            )
+            return True
+        if has_hooks(m):
+            self.kept[module_qualified_name] = "it has hooks: traced on its own, and its hooks moved to the result"
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
 
 
-def trace(model: nn.Module) -> GraphModule:
-    """``model`` as a ``GraphModule``; :class:`TraceError` if ``torch.fx`` cannot trace it."""
-    try:
-        graph = LeafTracer().trace(model)
-    except Exception as error:  # torch.fx raises many kinds of errors
-        raise TraceError(f"torch.fx could not trace {type(model).__name__}: {error}") from error
-    return GraphModule(model, graph, type(model).__name__)
+def trace(
+    model: nn.Module,
+    concrete_args: dict[str, Any] | None = None,
+    leaf_modules: Sequence[type | str] = (),
+) -> tuple[GraphModule, dict[str, str]]:
+    """``model`` as a ``GraphModule``, and the submodules kept whole with the reason.
+
+    A submodule that ``torch.fx`` cannot trace is kept whole and the trace is retried;
+    :class:`TraceError` if the model's own ``forward`` cannot be traced.
+    """
+    untraceable: dict[str, str] = {}
+    while True:
+        tracer = LeafTracer(leaf_modules, untraceable)
+        try:
+            graph = tracer.trace(model, concrete_args)
+        except Exception as error:  # torch.fx raises many kinds of errors
+            failing = getattr(error, "repfuse_module", "")
+            if not failing or failing in untraceable:
+                raise TraceError(f"torch.fx could not trace {type(model).__name__}: {_first_line(error)}") from error
+            untraceable[failing] = _first_line(error)
+            continue
+        return GraphModule(tracer.root, graph, type(model).__name__), tracer.kept
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

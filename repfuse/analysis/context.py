@@ -51,8 +51,8 @@ class NodeContext:
             self._walk.note(arg, known.pin)
             return root
         if len(arg.users) > 1:
-            others = ", ".join(f"`{user.name}`" for user in arg.users if user is not self.node)
-            self._walk.note(arg, f"its result is also read by {others}, so it is kept and merging starts again from it")
+            readers = ", ".join(f"`{user.name}`" for user in arg.users)
+            self._walk.note(arg, f"its result is read by {readers}, so it is kept and merging starts again from it")
             return root
         return known
 
