@@ -1,17 +1,33 @@
-"""The ``repfuse`` command line: ``python -m repfuse demo``."""
+"""The ``repfuse`` command line.
+
+    python -m repfuse demo [--variant s0] [--size 224]
+    python -m repfuse fuse MODEL -o OUT --input-shape 1,3,224,224
+
+``MODEL`` is a file saved with ``torch.save(model)`` or ``package.module:factory``.
+Bad input gets a one-line error naming the fix and exit code 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import statistics
 import sys
 import time
 from typing import Sequence
 
 import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import api
+from .errors import FuseError
 from .models import VARIANTS, calibrate_batch_norms, mobileone
+
+
+class CliError(Exception):
+    """A problem with what the user gave: printed as one line, exit code 1."""
 
 
 def median_latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int = 3) -> float:
@@ -72,6 +88,80 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224") from None
+    if not shape or any(size <= 0 for size in shape):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape of positive sizes like 1,3,224,224")
+    return shape
+
+
+def load_model(spec: str) -> nn.Module:
+    """The model a file (``torch.save(model)``) or a ``package.module:factory`` names."""
+    if os.path.exists(spec):
+        try:
+            model = torch.load(spec, map_location="cpu", weights_only=False)
+        except Exception as error:
+            raise CliError(f"cannot load {spec}: {_line(error)} (save the model with torch.save(model))") from None
+        what = f"{spec} holds"
+    elif ":" in spec and not spec.endswith(".pt"):
+        module_name, _, factory_name = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), factory_name)
+        except (ImportError, AttributeError) as error:
+            raise CliError(f"cannot find {spec}: {_line(error)} (give package.module:factory)") from None
+        try:
+            model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+        except Exception as error:
+            raise CliError(f"{spec}() failed: {_line(error)}") from None
+        what = f"{spec} gives"
+    else:
+        raise CliError(f"no such file: {spec} (give a file saved with torch.save(model), or package.module:factory)")
+    if not isinstance(model, nn.Module):
+        hint = " (a state_dict: save the model itself with torch.save(model))" if isinstance(model, dict) else ""
+        raise CliError(f"{what} a value of type {type(model).__name__}, not a torch.nn.Module{hint}")
+    return model
+
+
+def _line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    if args.eval:
+        model.eval()
+    elif any(m.training and m.track_running_stats for m in model.modules() if isinstance(m, _BatchNorm)):
+        raise CliError("the model is in training mode, so its BatchNorms cannot be folded: pass --eval")
+    parameter = next(model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+    x = torch.randn(args.input_shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    shape = "x".join(map(str, args.input_shape))
+    try:
+        fused, report = api.fuse(model, x, return_report=True, policy=args.policy)
+        error = api.check_equivalence(model, fused, (x,))
+    except ValueError as error:
+        if "do not fit" in str(error):
+            raise CliError(f"the model does not accept an input of shape {shape}: give an --input-shape that fits") from None
+        raise CliError(_line(error)) from None
+    except FuseError as error:
+        raise CliError(_line(error)) from None
+    untraced = next((k for k in report.kept if k.module == ""), None)
+    if untraced is not None and not report.merges:
+        raise CliError(f"nothing to fuse: {untraced.reason.split(': kept')[0]}")
+    print(report)
+    print()
+    print(f"verified on a random {shape} input: max relative error {error:.2e}")
+    torch.save(fused, args.output)
+    print(f"saved the fused model to {args.output} (load it with torch.load(path, weights_only=False))")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m repfuse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,12 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(run=_demo)
+
+    fuse = commands.add_parser("fuse", help="fuse a saved model or a model factory, verify it and save it")
+    fuse.add_argument("model", help="a file saved with torch.save(model), or package.module:factory")
+    fuse.add_argument("-o", "--output", required=True, help="where to save the fused model")
+    fuse.add_argument("--input-shape", type=_shape, required=True, help="shape of a random input, e.g. 1,3,224,224")
+    fuse.add_argument("--policy", choices=["cost", "maximal"], default="cost", help="which exact merges to make")
+    fuse.add_argument("--eval", action="store_true", help="put the model in eval mode first")
+    fuse.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    fuse.add_argument("--debug", action="store_true", help="show the traceback of an unexpected failure")
+    fuse.set_defaults(run=_fuse)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: unexpected {type(error).__name__}: {_line(error)} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ class Merge:
     result: str
 
 
-def build_module(m: ConvMap, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """A new module computing ``m`` (minus any asymmetric padding), with ``dtype`` weights on ``device``."""
-    factory = dict(dtype=dtype, device=device)
+def build_module(m: ConvMap, placement: Placement) -> nn.Module:
+    """A new module computing ``m`` (minus any asymmetric padding), its weights placed as ``placement`` says."""
+    factory = dict(dtype=placement.dtype, device=placement.device)
     bias = m.bias is not None
     if m.rank == 0:
         dense = expand_groups(m, 1)
@@ -74,7 +74,8 @@ def build_module(m: ConvMap, dtype: torch.dtype, device: torch.device) -> nn.Mod
             **factory,
         )
         weight = m.weight
-    module.weight = nn.Parameter(weight.to(**factory).contiguous())
+    memory_format = placement.memory_format if weight.dim() == 4 else torch.contiguous_format
+    module.weight = nn.Parameter(weight.to(**factory).contiguous(memory_format=memory_format))
     if bias:
         module.bias = nn.Parameter(m.bias.to(**factory))
     return module
@@ -100,14 +101,26 @@ def _region_tensors(region: Region, owner: nn.Module):
                     yield attr
 
 
-def _dtype_and_device(region: Region, owner: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device of the region's parameters (its weights, else its buffers)."""
-    tensors = list(_region_tensors(region, owner))
-    floating = [t for t in tensors if t.is_floating_point()]
-    if floating:
-        return floating[0].dtype, floating[0].device
-    meta = region.sink.meta.get("tensor_meta")
-    return (getattr(meta, "dtype", None) or torch.get_default_dtype()), torch.device("cpu")
+@dataclass(frozen=True)
+class Placement:
+    """Where a new module's weights live: dtype, device and memory format."""
+
+    dtype: torch.dtype
+    device: torch.device
+    memory_format: torch.memory_format = torch.contiguous_format
+
+
+def _placement(region: Region, owner: nn.Module) -> Placement:
+    """The dtype, device and memory format of the region's weights (else its buffers)."""
+    floating = [t for t in _region_tensors(region, owner) if t.is_floating_point()]
+    if not floating:
+        meta = region.sink.meta.get("tensor_meta")
+        return Placement(getattr(meta, "dtype", None) or torch.get_default_dtype(), torch.device("cpu"))
+    first = floating[0]
+    channels_last = (
+        first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last)
+    )
+    return Placement(first.dtype, first.device, torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _exists(owner: nn.Module, name: str) -> bool:
@@ -183,9 +196,8 @@ def rewrite(gm: GraphModule, analysis: Analysis) -> list[Merge]:
         if m is None:
             new, name, result = root, None, "identity"
         else:
-            dtype, device = _dtype_and_device(region, gm)
             name = _module_name(region, gm, taken)
-            gm.add_submodule(name, build_module(m, dtype, device))
+            gm.add_submodule(name, build_module(m, _placement(region, gm)))
             with graph.inserting_before(region.sink):
                 source = root
                 padding = _explicit_padding(m)

@@ -193,3 +193,17 @@ class RepBlock(nn.Module):
 
     def forward(self, x):
         return F.relu(self.dense(x) + self.point(x) + self.identity(x))
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow and nothing inside it to fuse."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return -x
+
+
+def small_resnet() -> nn.Module:
+    """A factory for the command line: a ResNet in eval mode."""
+    return ResNet().eval()
