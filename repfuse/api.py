@@ -8,11 +8,13 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.export import ExportedProgram
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten
 
 from .analysis.policy import CostPolicy, MaximalPolicy, resolve_policy
 from .errors import FuseError, TrainingModeError, VerificationError
+from .exported import fuse_exported
 from .module_pass import Options, fuse_module
 from .report import Report
 from .trace import has_global_hooks
@@ -122,6 +124,10 @@ def fuse(
 ):
     """An equivalent module in which every exact linear region is one convolution.
 
+    ``model`` is an eval-mode ``nn.Module`` (the result is a ``torch.fx.GraphModule``,
+    or the model itself with fused children where ``torch.fx`` cannot trace it) or a
+    ``torch.export.ExportedProgram`` (the result is a new ``ExportedProgram``).
+
     ``model`` is not changed.  ``example_inputs`` (a tensor or a tuple of them) give
     the analysis tensor ranks and shapes; with ``verify=True`` both models run on them
     and a :class:`VerificationError` is raised if the outputs differ beyond
@@ -134,9 +140,11 @@ def fuse(
     ``forward`` and their children are fused (the report says which and why).  With
     ``return_report=True`` returns ``(fused, report)``.
     """
-    _check_model(model)
     options = Options(resolve_policy(policy), concrete_args, tuple(leaf_modules))
     inputs = _as_tuple(example_inputs)
+    if isinstance(model, ExportedProgram):
+        return _fuse_program(model, inputs, options, verify, return_report)
+    _check_model(model)
     if verify and inputs is None:
         raise ValueError("verify=True needs example_inputs to run both models on")
     if inputs is not None:
@@ -146,6 +154,16 @@ def fuse(
     report.after = replace(report.after, parameters=_parameter_count(fused))
     if verify:
         check_equivalence(model, fused, inputs)
+    return (fused, report) if return_report else fused
+
+
+def _fuse_program(program: ExportedProgram, inputs: tuple | None, options: Options, verify: bool, return_report: bool):
+    fused, report = fuse_exported(program, inputs, options)
+    report.before = replace(report.before, parameters=_parameter_count(program.module()))
+    report.after = replace(report.after, parameters=_parameter_count(fused.module()))
+    if verify:
+        args = inputs if inputs is not None else tuple(program.example_inputs[0])
+        check_equivalence(program.module(), fused.module(), args)
     return (fused, report) if return_report else fused
 
 

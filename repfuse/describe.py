@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.fx import Node
 
@@ -13,6 +14,8 @@ def op_name(node: Node, owner: nn.Module) -> str:
     if node.op == "call_method":
         return f".{node.target}()"
     if node.op == "call_function":
+        if isinstance(node.target, torch._ops.OpOverload):
+            return str(node.target)  # aten.conv2d.default
         module = getattr(node.target, "__module__", None) or ""
         name = getattr(node.target, "__name__", str(node.target))
         if module.startswith("torch.nn.functional"):

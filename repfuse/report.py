@@ -44,7 +44,8 @@ _KINDS = {
         (F.batch_norm, aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default), "batch_norms"
     ),
     **dict.fromkeys(
-        (operator.add, operator.iadd, torch.add, torch.Tensor.add, torch.Tensor.add_, aten.add.Tensor), "adds"
+        (operator.add, operator.iadd, torch.add, torch.Tensor.add, torch.Tensor.add_, aten.add.Tensor, aten.add_.Tensor),
+        "adds",
     ),
 }
 _MODULE_KINDS = ((_ConvNd, "convs"), (nn.Linear, "linears"), (_BatchNorm, "batch_norms"))

@@ -9,6 +9,7 @@ from torch.fx import Node
 
 from ..algebra import ConvMap, Cost, require
 from ..value import Value, one_root
+from .ranks import node_shape
 
 if TYPE_CHECKING:
     from .walk import Walk
@@ -69,6 +70,9 @@ class NodeContext:
 
     def ndim(self, node: Node) -> int | None:
         return self._walk.ndim(node)
+
+    def shape(self, node: Node) -> tuple[int, ...] | None:
+        return node_shape(node)
 
     def verdict(self, merged: ConvMap, parts: Cost) -> str | None:
         return self._walk.policy.verdict(merged, parts)

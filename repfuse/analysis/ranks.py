@@ -13,13 +13,23 @@ def _flattened_ndim(start_dim: object, end_dim: object) -> int | None:
     return None
 
 
+def node_shape(node: Node) -> tuple[int, ...] | None:
+    """``node``'s tensor shape where shape propagation (or ``torch.export``) recorded it."""
+    for key in ("tensor_meta", "val"):
+        shape = getattr(node.meta.get(key), "shape", None)
+        if shape is not None:
+            try:
+                return tuple(int(size) for size in shape)
+            except TypeError:  # a symbolic size
+                return None
+    return None
+
+
 def known_ndim(node: Node, owner: nn.Module) -> int | None:
     """``node``'s tensor rank from shape propagation, or from a flatten/view/reshape."""
-    for key in ("tensor_meta", "val"):
-        meta = node.meta.get(key)
-        shape = getattr(meta, "shape", None)
-        if shape is not None:
-            return len(shape)
+    shape = node_shape(node)
+    if shape is not None:
+        return len(shape)
     if node.op == "call_module":
         module = owner.get_submodule(node.target)
         if isinstance(module, nn.Flatten):

@@ -26,7 +26,7 @@ from ..value import Refusal, Value
 from .constants import Constants
 from .context import NodeContext, fetch_attr
 from .policy import CostPolicy, MaximalPolicy
-from .ranks import known_ndim
+from .ranks import known_ndim, node_shape
 
 _CALLS = ("call_module", "call_function", "call_method")
 
@@ -169,8 +169,7 @@ class Walk:
             return None, ""  # elementwise ops and padding: they stay as they are
         if not value.uniform:
             return value.map, None
-        meta = value.node.meta.get("tensor_meta")
-        shape = getattr(meta, "shape", None)
+        shape = node_shape(value.node)
         if value.map.rank == 0 or not merges:
             return None, ""
         if shape is None or len(shape) - 2 < value.map.rank:

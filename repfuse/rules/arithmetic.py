@@ -25,7 +25,10 @@ from .common import aligned, as_channels, per_channel, scaled
 from .registry import Opaque, RuleContext, bind, rule
 
 
-def _binary(input, other, *, alpha=1, out=None) -> None: ...
+aten = torch.ops.aten
+
+
+def _binary(input, other, alpha=1, *, out=None) -> None: ...
 
 
 def _unary(input, *, out=None) -> None: ...
@@ -116,7 +119,7 @@ def _shifted(ctx: RuleContext, summed: Value, values: tuple[Value, ...], shift, 
 
 
 # -- sums and differences ---------------------------------------------------------------
-@rule(operator.add, torch.add, torch.Tensor.add)
+@rule(operator.add, torch.add, torch.Tensor.add, aten.add.Tensor, aten.add.Scalar)
 def add(node: Node, ctx: RuleContext) -> Value:
     """``a + b``, ``torch.add(a, b, alpha=k)``."""
     args = bind(node, _binary)
@@ -124,7 +127,7 @@ def add(node: Node, ctx: RuleContext) -> Value:
     return combination(ctx, [(args["input"], 1), (args["other"], _number(ctx, args["alpha"], "alpha"))])
 
 
-@rule(operator.sub, torch.sub, torch.subtract, torch.Tensor.sub)
+@rule(operator.sub, torch.sub, torch.subtract, torch.Tensor.sub, aten.sub.Tensor, aten.sub.Scalar)
 def subtract(node: Node, ctx: RuleContext) -> Value:
     """``a - b``, ``torch.sub(a, b, alpha=k)``."""
     args = bind(node, _binary)
@@ -132,7 +135,7 @@ def subtract(node: Node, ctx: RuleContext) -> Value:
     return combination(ctx, [(args["input"], 1), (args["other"], -_number(ctx, args["alpha"], "alpha"))])
 
 
-@rule(torch.rsub)
+@rule(torch.rsub, aten.rsub.Tensor, aten.rsub.Scalar)
 def reverse_subtract(node: Node, ctx: RuleContext) -> Value:
     """``torch.rsub(a, b, alpha=k) = b - k * a``."""
     args = bind(node, _binary)
@@ -148,7 +151,7 @@ def add_in_place(node: Node, ctx: RuleContext) -> Value:
     return combination(ctx, [(args["input"], 1), (args["other"], sign * _number(ctx, args["alpha"], "alpha"))])
 
 
-@rule(torch.sum, torch.Tensor.sum)
+@rule(torch.sum, torch.Tensor.sum, aten.sum.dim_IntList)
 def stacked_sum(node: Node, ctx: RuleContext) -> Value:
     """``torch.stack([a, b, ...]).sum(0) = a + b + ...``."""
     args = bind(node, _sum_signature)
@@ -156,7 +159,7 @@ def stacked_sum(node: Node, ctx: RuleContext) -> Value:
     if not (
         isinstance(stack, Node)
         and stack.op == "call_function"
-        and stack.target is torch.stack
+        and stack.target in (torch.stack, aten.stack.default)
         and args["dim"] in (0, (0,), [0])
         and not args["keepdim"]
         and args["dtype"] is None
@@ -187,7 +190,7 @@ def _scale_operands(ctx: RuleContext, a: Any, b: Any) -> tuple[Any, Any]:
     raise Opaque()  # a product of two tensors, or of two constants
 
 
-@rule(operator.mul, torch.mul, torch.multiply, torch.Tensor.mul)
+@rule(operator.mul, torch.mul, torch.multiply, torch.Tensor.mul, aten.mul.Tensor, aten.mul.Scalar)
 def multiply(node: Node, ctx: RuleContext) -> Value:
     """``a * c`` and ``c * a`` for a constant ``c``."""
     args = bind(node, _binary)
@@ -204,7 +207,16 @@ def multiply_in_place(node: Node, ctx: RuleContext) -> Value:
     return _scale(ctx, args["input"], args["other"])
 
 
-@rule(operator.truediv, torch.div, torch.divide, torch.true_divide, torch.Tensor.div)
+@rule(
+    operator.truediv,
+    torch.div,
+    torch.divide,
+    torch.true_divide,
+    torch.Tensor.div,
+    aten.div.Tensor,
+    aten.div.Scalar,
+    aten.div.Tensor_mode,
+)
 def divide(node: Node, ctx: RuleContext) -> Value:
     """``a / c`` for a constant ``c``."""
     args = bind(node, _division)
@@ -225,7 +237,7 @@ def divide_in_place(node: Node, ctx: RuleContext) -> Value:
     return _scale(ctx, args["input"], args["other"], invert=True)
 
 
-@rule(operator.neg, torch.neg, torch.negative, torch.Tensor.neg)
+@rule(operator.neg, torch.neg, torch.negative, torch.Tensor.neg, aten.neg.default)
 def negate(node: Node, ctx: RuleContext) -> Value:
     """``-a``."""
     args = bind(node, _unary)

@@ -14,10 +14,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node
 
+import operator
+
+import torch
+
 from ..algebra import batch_norm_scale_shift, elementwise_cost, require, scale_shift
 from ..value import Value
 from .common import as_channels, value_ndim
-from .registry import RuleContext, bind, rule
+from .identity import passthrough
+from .registry import Opaque, RuleContext, bind, rule
+
+aten = torch.ops.aten
 
 # The input ranks each BatchNorm class accepts.
 _NDIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
@@ -93,10 +100,22 @@ def batch_norm_module(node: Node, ctx: RuleContext) -> Value:
     )
 
 
-@rule(F.batch_norm)
+def _aten_batch_norm_signature(
+    input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled
+) -> None: ...
+
+
+def _legit_no_training_signature(input, weight, bias, running_mean, running_var, momentum, eps) -> None: ...
+
+
+def _getitem_signature(container, index) -> None: ...
+
+
+@rule(F.batch_norm, aten.batch_norm.default)
 def batch_norm_function(node: Node, ctx: RuleContext) -> Value:
-    """``F.batch_norm(x, mean, var, weight, bias, training=False, momentum, eps)``."""
-    args = bind(node, _batch_norm_signature)
+    """``F.batch_norm(x, mean, var, weight, bias, training=False, momentum, eps)`` and ATen's."""
+    signature = _aten_batch_norm_signature if node.target is aten.batch_norm.default else _batch_norm_signature
+    args = bind(node, signature)
     require(
         ctx.constant(args["training"], "training") is False,
         "F.batch_norm with training=True normalises with batch statistics",
@@ -116,3 +135,32 @@ def batch_norm_function(node: Node, ctx: RuleContext) -> Value:
         ctx.constant(args["weight"], "the weight"),
         ctx.constant(args["bias"], "the bias"),
     )
+
+
+@rule(aten._native_batch_norm_legit_no_training.default)
+def batch_norm_no_training(node: Node, ctx: RuleContext) -> Value:
+    """ATen's eval-mode BatchNorm; its value is that of output 0 (outputs 1 and 2 are empty)."""
+    args = bind(node, _legit_no_training_signature)
+    return fold(
+        ctx,
+        ctx.value(args["input"]),
+        ctx.constant(args["running_mean"], "the running mean"),
+        ctx.constant(args["running_var"], "the running variance"),
+        float(ctx.constant(args["eps"], "eps")),
+        ctx.constant(args["weight"], "the weight"),
+        ctx.constant(args["bias"], "the bias"),
+    )
+
+
+@rule(operator.getitem)
+def first_output(node: Node, ctx: RuleContext) -> Value:
+    """``outputs[0]`` of an op whose value is that of its first output."""
+    args = bind(node, _getitem_signature)
+    source = args["container"]
+    if not (
+        isinstance(source, Node)
+        and source.target is aten._native_batch_norm_legit_no_training.default
+        and args["index"] == 0
+    ):
+        raise Opaque()
+    return passthrough(ctx, source)

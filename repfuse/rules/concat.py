@@ -23,7 +23,7 @@ def _cat_signature(tensors, dim=0, *, out=None) -> None: ...
 def _concatenate_signature(tensors, axis=0, *, out=None) -> None: ...
 
 
-@rule(torch.cat, torch.concat, torch.concatenate)
+@rule(torch.cat, torch.concat, torch.concatenate, torch.ops.aten.cat.default)
 def cat(node: Node, ctx: RuleContext) -> Value:
     """``torch.cat(tensors, dim)`` along the channel dim."""
     if node.target is torch.concatenate:

@@ -6,11 +6,14 @@ policy accepts it (see :func:`.common.then`); otherwise it starts a region at it
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node
 
 from ..algebra import conv, conv_transpose, linear, require
+
+aten = torch.ops.aten
 from ..value import Value
 from .common import then
 from .registry import RuleContext, bind, rule
@@ -71,8 +74,12 @@ def _conv_function(rank: int):
     return conv_function
 
 
-for _rank, _function in ((1, F.conv1d), (2, F.conv2d), (3, F.conv3d)):
-    rule(_function)(_conv_function(_rank))
+for _rank, _functions in (
+    (1, (F.conv1d, aten.conv1d.default, aten.conv1d.padding)),
+    (2, (F.conv2d, aten.conv2d.default, aten.conv2d.padding)),
+    (3, (F.conv3d, aten.conv3d.default, aten.conv3d.padding)),
+):
+    rule(*_functions)(_conv_function(_rank))
 
 
 @rule(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -112,8 +119,36 @@ def _conv_transpose_function(rank: int):
     return conv_transpose_function
 
 
-for _rank, _function in ((1, F.conv_transpose1d), (2, F.conv_transpose2d), (3, F.conv_transpose3d)):
-    rule(_function)(_conv_transpose_function(_rank))
+for _rank, _functions in (
+    (1, (F.conv_transpose1d, aten.conv_transpose1d.default)),
+    (2, (F.conv_transpose2d, aten.conv_transpose2d.input)),
+    (3, (F.conv_transpose3d, aten.conv_transpose3d.input)),
+):
+    rule(*_functions)(_conv_transpose_function(_rank))
+
+
+def _convolution_signature(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups) -> None: ...
+
+
+@rule(aten.convolution.default)
+def convolution(node: Node, ctx: RuleContext) -> Value:
+    """``aten.convolution``: an ordinary or a transposed convolution, as ``transposed`` says."""
+    args = bind(node, _convolution_signature)
+    constant = {name: ctx.constant(args[name], name) for name in args if name != "input"}
+    weight = _weight(ctx, args["weight"], "the weight")
+    if constant["transposed"]:
+        m = conv_transpose(
+            weight,
+            constant["bias"],
+            constant["stride"],
+            constant["padding"],
+            constant["output_padding"],
+            constant["groups"],
+            constant["dilation"],
+        )
+    else:
+        m = conv(weight, constant["bias"], constant["stride"], constant["padding"], constant["dilation"], constant["groups"])
+    return then(ctx, args["input"], m, spatial_dims=m.rank or None)
 
 
 @rule(nn.Linear)
@@ -124,7 +159,7 @@ def linear_module(node: Node, ctx: RuleContext) -> Value:
     return then(ctx, args["input"], linear(module.weight, module.bias))
 
 
-@rule(F.linear)
+@rule(F.linear, aten.linear.default)
 def linear_function(node: Node, ctx: RuleContext) -> Value:
     """``F.linear(x, W, b)`` with constant ``W`` and ``b``."""
     args = bind(node, _linear_signature)

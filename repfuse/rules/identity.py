@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx import Node
@@ -39,3 +40,23 @@ def dropout_function(node: Node, ctx: RuleContext) -> Value:
     args = bind(node, node.target)
     require(ctx.constant(args["training"], "training") is False, "dropout with training=True is random")
     return passthrough(ctx, args["input"])
+
+
+def _aten_dropout_signature(input, p, train) -> None: ...
+
+
+def _clone_signature(input, *, memory_format=None) -> None: ...
+
+
+@rule(torch.ops.aten.dropout.default)
+def aten_dropout(node: Node, ctx: RuleContext) -> Value:
+    """``aten.dropout(x, p, train=False)`` is the identity."""
+    args = bind(node, _aten_dropout_signature)
+    require(ctx.constant(args["train"], "train") is False, "dropout with train=True is random")
+    return passthrough(ctx, args["input"])
+
+
+@rule(torch.ops.aten.clone.default)
+def clone(node: Node, ctx: RuleContext) -> Value:
+    """``aten.clone(x)`` has the values of ``x``."""
+    return passthrough(ctx, bind(node, _clone_signature)["input"])

@@ -7,6 +7,7 @@ exact).  Padding with a constant other than 0 is not a convolution of the input.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx import Node
@@ -16,6 +17,7 @@ from ..value import Value
 from .common import then
 from .registry import RuleContext, bind, rule
 
+aten = torch.ops.aten
 _MODES = {"constant": "zeros", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 _MODULE_MODES = (
     (nn.ReflectionPad1d, "reflect"),
@@ -46,7 +48,7 @@ def _padded(ctx: RuleContext, arg, amounts, mode: str, value) -> Value:
     return then(ctx, arg, pad(pairs, _MODES[mode]), uniform=True, convolves=False)
 
 
-@rule(F.pad)
+@rule(F.pad, aten.pad.default)
 def pad_function(node: Node, ctx: RuleContext) -> Value:
     """``F.pad(x, pad, mode, value)``."""
     args = bind(node, _pad_signature)
@@ -72,3 +74,32 @@ def mode_pad_module(node: Node, ctx: RuleContext) -> Value:
     module = ctx.module()
     mode = next(m for cls, m in _MODULE_MODES if isinstance(module, cls))
     return _padded(ctx, bind(node, _module_input)["input"], module.padding, mode, None)
+
+
+def _constant_pad_signature(input, pad, value=0) -> None: ...
+
+
+def _mode_pad_signature(input, padding) -> None: ...
+
+
+_ATEN_MODES = {
+    **dict.fromkeys((aten.reflection_pad1d.default, aten.reflection_pad2d.default, aten.reflection_pad3d.default), "reflect"),
+    **dict.fromkeys(
+        (aten.replication_pad1d.default, aten.replication_pad2d.default, aten.replication_pad3d.default), "replicate"
+    ),
+    aten._pad_circular.default: "circular",
+}
+
+
+@rule(aten.constant_pad_nd.default)
+def constant_pad_nd(node: Node, ctx: RuleContext) -> Value:
+    """``aten.constant_pad_nd(x, pad, value)``."""
+    args = bind(node, _constant_pad_signature)
+    return _padded(ctx, args["input"], ctx.constant(args["pad"], "the padding"), "constant", ctx.constant(args["value"], "the padding value"))
+
+
+@rule(*_ATEN_MODES)
+def mode_pad_function(node: Node, ctx: RuleContext) -> Value:
+    """ATen's reflection, replication and circular pads."""
+    args = bind(node, _mode_pad_signature)
+    return _padded(ctx, args["input"], ctx.constant(args["padding"], "the padding"), _ATEN_MODES[node.target], None)

@@ -7,6 +7,7 @@ along every spatial dim, which needs the input shape).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx import Node
@@ -44,12 +45,8 @@ def _pool(ctx: RuleContext, arg, rank, kernel, stride, padding, ceil_mode, count
         "count_include_pad=False divides border windows by fewer taps: not a convolution",
     )
     if ceil_mode:
-        ndim = ctx.ndim(arg)
-        shape = getattr(arg.meta.get("tensor_meta"), "shape", None) if isinstance(arg, Node) else None
-        require(
-            shape is not None and ndim is not None,
-            "ceil_mode may add a partial window; the input shape is unknown (pass example_inputs)",
-        )
+        shape = ctx.shape(arg) if isinstance(arg, Node) else None
+        require(shape is not None, "ceil_mode may add a partial window; the input shape is unknown (pass example_inputs)")
         sizes = tuple(shape)[-rank:]
         require(
             all((n + 2 * p - k) % s == 0 for n, k, s, p in zip(sizes, kernel, stride, padding)),
@@ -96,5 +93,9 @@ def _avg_pool_function(rank: int):
     return avg_pool_function
 
 
-for _rank, _function in ((1, F.avg_pool1d), (2, F.avg_pool2d), (3, F.avg_pool3d)):
-    rule(_function)(_avg_pool_function(_rank))
+for _rank, _functions in (
+    (1, (F.avg_pool1d, torch.ops.aten.avg_pool1d.default)),
+    (2, (F.avg_pool2d, torch.ops.aten.avg_pool2d.default)),
+    (3, (F.avg_pool3d, torch.ops.aten.avg_pool3d.default)),
+):
+    rule(*_functions)(_avg_pool_function(_rank))

@@ -40,6 +40,9 @@ class RuleContext(Protocol):
     def ndim(self, node: Node) -> int | None:
         """The rank of ``node``'s tensor where it is known."""
 
+    def shape(self, node: Node) -> tuple[int, ...] | None:
+        """The shape of ``node``'s tensor where shapes were propagated."""
+
     def verdict(self, merged: ConvMap, parts: Cost) -> str | None:
         """Why the cost policy rejects ``merged`` in place of ops costing ``parts``, or ``None``."""
 
