@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -149,7 +148,7 @@ def fuse(
         raise ValueError("verify=True needs example_inputs to run both models on")
     if inputs is not None:
         _check_inputs(model, inputs)
-    fused, report = fuse_module(copy.deepcopy(model), inputs, options)
+    fused, report = fuse_module(model, inputs, options)
     report.before = replace(report.before, parameters=_parameter_count(model))
     report.after = replace(report.after, parameters=_parameter_count(fused))
     if verify:

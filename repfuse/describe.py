@@ -7,10 +7,14 @@ from torch import nn
 from torch.fx import Node
 
 
-def op_name(node: Node, owner: nn.Module) -> str:
-    """The op a node runs: a module class, a function or a method name."""
+def op_name(node: Node, owner) -> str:
+    """The op a node runs: a module class, a function or a method name.
+
+    ``owner`` is the graph's module, or anything that maps a module path to its module.
+    """
     if node.op == "call_module":
-        return type(owner.get_submodule(node.target)).__name__
+        module = owner.get_submodule(node.target) if isinstance(owner, nn.Module) else owner[node.target]
+        return type(module).__name__
     if node.op == "call_method":
         return f".{node.target}()"
     if node.op == "call_function":
@@ -28,7 +32,7 @@ def op_name(node: Node, owner: nn.Module) -> str:
     return node.op
 
 
-def describe(node: Node, owner: nn.Module) -> str:
+def describe(node: Node, owner) -> str:
     """``layer1.conv (Conv2d)`` for a module call, ``add_1 (operator.add)`` otherwise."""
     where = node.target if node.op == "call_module" else node.name
     return f"{where} ({op_name(node, owner)})"

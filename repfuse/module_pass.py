@@ -10,6 +10,7 @@ parent once, so that its shapes are known too.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,8 +25,9 @@ from .describe import describe
 from .errors import TraceError
 from .report import KeptModule, RefusalRecord, Report, count
 from .rewrite import rewrite
+from .ownership import copy_hooks, detach, keep_plain_attributes, preserved, shell
 from .rules import REGISTRY
-from .trace import move_hooks, trace
+from .trace import trace
 
 
 @dataclass(frozen=True)
@@ -46,37 +48,43 @@ def propagate_shapes(gm: GraphModule, inputs: tuple) -> None:
         raise ValueError(f"example_inputs do not fit the model: {error}") from error
 
 
-def fuse_module(module: nn.Module, inputs: tuple | None, options: Options, path: str = "") -> tuple[nn.Module, Report]:
+def fuse_module(
+    module: nn.Module, inputs: tuple | None, options: Options, path: str = "", memo: dict | None = None
+) -> tuple[nn.Module, Report]:
     """``module`` (at ``path`` in the model) fused where it can be traced, and what was done.
 
-    ``module`` must be the caller's own copy: children of a module that cannot be traced
-    are replaced in it.  The result is a new ``GraphModule``, or ``module`` itself.
+    ``module`` is not changed; the result is a new module that shares nothing with it:
+    a ``GraphModule``, or a copy of ``module`` whose children are fused.
     """
+    memo = {} if memo is None else memo
     if _is_requested_leaf(module, path, options):
-        return module, Report(kept=[KeptModule("", "a leaf module by request: kept as it is")])
+        return copy.deepcopy(module, memo), Report(kept=[KeptModule("", "a leaf module by request: kept as it is")])
     if REGISTRY.is_leaf(module):
-        return module, Report()  # one op: nothing to merge it with here
+        return copy.deepcopy(module, memo), Report()  # one op: nothing to merge it with here
     try:
-        gm, kept = trace(module, options.concrete_args if not path else None, _relative(options.leaf_modules, path))
+        with preserved(module):
+            gm, kept = trace(module, options.concrete_args if not path else None, _relative(options.leaf_modules, path))
     except TraceError as error:
         report = Report(kept=[KeptModule("", f"{error}: kept as it is, its children fused")])
-        return _fuse_children(module, inputs, options, report, path)
+        copied = shell(module, memo)
+        _fuse_submodules(copied, [name for name, _ in module.named_children()], inputs, options, report, path, memo)
+        return copied, report
     if inputs is not None and not options.concrete_args:
         propagate_shapes(gm, inputs)
     before = count(gm)
     analysis = analyze(gm, policy=options.policy)
     refusals = [RefusalRecord(describe(r.node, gm), r.reason) for r in analysis.refusals]
-    merges = rewrite(gm, analysis)
+    originals = list(module.modules())
+    merges = rewrite(gm, analysis, frozenset(map(id, originals)), memo)
     report = Report(before, count(gm), merges, refusals)
     report.kept += [KeptModule(name, reason) for name, reason in kept.items()]
     whole = [name for name, reason in kept.items() if "its children fused" in reason and _exists(gm, name)]
-    if whole:
-        _fuse_submodules(gm, whole, inputs, options, report, path, whole=True)
+    _fuse_submodules(gm, whole, inputs, options, report, path, memo, whole=True)
     hooked = [name for name, reason in kept.items() if "hooks" in reason and _exists(gm, name)]
-    if hooked:
-        _fuse_submodules(gm, hooked, inputs, options, report, path)
-    keep_plain_attributes(module, gm)
-    move_hooks(module, gm)
+    _fuse_submodules(gm, hooked, inputs, options, report, path, memo)
+    detach(gm, originals, memo)
+    keep_plain_attributes(module, gm, memo)
+    copy_hooks(module, gm)
     return gm, report
 
 
@@ -92,34 +100,42 @@ def _is_requested_leaf(module: nn.Module, path: str, options: Options) -> bool:
 def _relative(leaf_modules: Sequence[type | str], path: str) -> list[type | str]:
     """``leaf_modules`` with names made relative to the submodule at ``path``."""
     prefix = f"{path}." if path else ""
-    return [m if isinstance(m, type) else m[len(prefix) :] for m in leaf_modules if isinstance(m, type) or m.startswith(prefix)]
-
-
-def _fuse_children(module: nn.Module, inputs: tuple | None, options: Options, report: Report, path: str):
-    names = [name for name, _ in module.named_children()]
-    _fuse_submodules(module, names, inputs, options, report, path)
-    return module, report
+    return [
+        m if isinstance(m, type) else m[len(prefix) :]
+        for m in leaf_modules
+        if isinstance(m, type) or m.startswith(prefix)
+    ]
 
 
 def _fuse_submodules(
-    parent: nn.Module, names: list[str], inputs, options: Options, report: Report, path: str, whole: bool = False
+    parent: nn.Module,
+    names: list[str],
+    inputs,
+    options: Options,
+    report: Report,
+    path: str,
+    memo: dict,
+    whole: bool = False,
 ) -> None:
-    """Fuse each named submodule of ``parent`` on its own and put the result in its place.
+    """Put in place of each named submodule of ``parent`` its fused form, made on its own.
 
-    With ``whole``, the submodules are kept (the caller has said why) and their children fused.
+    With ``whole``, each submodule is kept (the caller has said why) and its children fused.
     """
+    if not names:
+        return
     children = {name: parent.get_submodule(name) for name in names}
     recorded = _record_inputs(parent, inputs, children) if inputs is not None else {}
     for name, child in children.items():
+        child_path = _join(path, name)
         if whole:
             child_report = Report()
-            _fuse_children(child, recorded.get(name), options, child_report, _join(path, name))
-            report.include(child_report, name)
-            continue
-        fused, child_report = fuse_module(child, recorded.get(name), options, _join(path, name))
+            fused = shell(child, memo)
+            grandchildren = [n for n, _ in child.named_children()]
+            _fuse_submodules(fused, grandchildren, recorded.get(name), options, child_report, child_path, memo)
+        else:
+            fused, child_report = fuse_module(child, recorded.get(name), options, child_path, memo)
         report.include(child_report, name)
-        if child_report.merges:
-            parent.set_submodule(name, fused)
+        parent.set_submodule(name, fused)
 
 
 def _record_inputs(parent: nn.Module, inputs: tuple, children: dict[str, nn.Module]) -> dict[str, tuple]:
@@ -150,17 +166,3 @@ def _exists(module: nn.Module, name: str) -> bool:
     except AttributeError:
         return False
     return True
-
-
-def keep_plain_attributes(original: nn.Module, fused: nn.Module) -> None:
-    """Copy the plain attributes (``num_classes``, flags, sizes) of ``original``'s modules onto ``fused``'s."""
-    for name, source in original.named_modules():
-        if not _exists(fused, name):
-            continue
-        target = fused.get_submodule(name)
-        for key, value in vars(source).items():
-            if key.startswith("_") or key == "training" or hasattr(target, key):
-                continue
-            if isinstance(value, (nn.Module, torch.Tensor)):
-                continue
-            setattr(target, key, value)

@@ -66,9 +66,9 @@ class Counts:
         return Counts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
 
-def _kind(node, gm: GraphModule) -> str | None:
+def _kind(node, modules: dict[str, nn.Module]) -> str | None:
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
+        module = modules[node.target]
         return next((kind for cls, kind in _MODULE_KINDS if isinstance(module, cls)), None)
     if node.op == "call_method":
         return _KINDS.get(getattr(torch.Tensor, node.target, None))
@@ -80,8 +80,9 @@ def _kind(node, gm: GraphModule) -> str | None:
 def count(gm: GraphModule) -> Counts:
     """Count what ``gm``'s graph runs (parameters are counted over the whole model apart)."""
     kinds = {"convs": 0, "linears": 0, "batch_norms": 0, "adds": 0}
+    modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
-        kind = _kind(node, gm)
+        kind = _kind(node, modules)
         if kind is not None:
             kinds[kind] += 1
     return Counts(nodes=len(gm.graph.nodes), **kinds)

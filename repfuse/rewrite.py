@@ -18,9 +18,10 @@ from torch.fx import GraphModule, Node
 from torch.nn.modules.conv import _ConvNd
 
 from .algebra import ConvMap, expand_groups, torch_padding
-from .analysis import Analysis, Region, fetch_attr
+from .analysis import Analysis, Placement, Region, fetch_attr
 from .analysis.constants import is_pure
 from .describe import describe
+from .ownership import shell
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -39,13 +40,13 @@ def build_module(m: ConvMap, placement: Placement) -> nn.Module:
     """A new module computing ``m`` (minus any asymmetric padding), its weights placed as ``placement`` says."""
     factory = dict(dtype=placement.dtype, device=placement.device)
     bias = m.bias is not None
+    on_meta = dict(dtype=placement.dtype, device="meta")  # no initialisation: the weights are ours
     if m.rank == 0:
         dense = expand_groups(m, 1)
-        module = nn.utils.skip_init(nn.Linear, m.in_channels, m.out_channels, bias=bias, **factory)
+        module = nn.Linear(m.in_channels, m.out_channels, bias=bias, **on_meta)
         weight = dense.weight
     elif m.transposed:
-        module = nn.utils.skip_init(
-            _CONV_TRANSPOSE[m.rank],
+        module = _CONV_TRANSPOSE[m.rank](
             m.in_channels,
             m.out_channels,
             m.kernel_size,
@@ -55,13 +56,12 @@ def build_module(m: ConvMap, placement: Placement) -> nn.Module:
             groups=m.groups,
             bias=bias,
             dilation=m.dilation,
-            **factory,
+            **on_meta,
         )
         weight = m.weight
     else:
         symmetric = all(lo == hi for lo, hi in m.padding)
-        module = nn.utils.skip_init(
-            _CONV[m.rank],
+        module = _CONV[m.rank](
             m.in_channels,
             m.out_channels,
             m.kernel_size,
@@ -71,13 +71,13 @@ def build_module(m: ConvMap, placement: Placement) -> nn.Module:
             groups=m.groups,
             bias=bias,
             padding_mode=m.padding_mode if symmetric else "zeros",
-            **factory,
+            **on_meta,
         )
         weight = m.weight
     memory_format = placement.memory_format if weight.dim() == 4 else torch.contiguous_format
-    module.weight = nn.Parameter(weight.to(**factory).contiguous(memory_format=memory_format))
+    module.weight = nn.Parameter(weight.to(**factory, copy=True).contiguous(memory_format=memory_format))
     if bias:
-        module.bias = nn.Parameter(m.bias.to(**factory))
+        module.bias = nn.Parameter(m.bias.to(**factory, copy=True))
     return module
 
 
@@ -88,53 +88,10 @@ def _explicit_padding(m: ConvMap) -> tuple[list[int], str] | None:
     return torch_padding(m.padding), ("constant" if m.padding_mode == "zeros" else m.padding_mode)
 
 
-def _region_tensors(region: Region, owner: nn.Module):
-    for node in region.members:
-        if node.op == "call_module":
-            module = owner.get_submodule(node.target)
-            yield from module.parameters()
-            yield from module.buffers()
-        for arg in node.all_input_nodes:
-            if arg.op == "get_attr":
-                attr = fetch_attr(owner, arg.target)
-                if isinstance(attr, torch.Tensor):
-                    yield attr
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a new module's weights live: dtype, device and memory format."""
-
-    dtype: torch.dtype
-    device: torch.device
-    memory_format: torch.memory_format = torch.contiguous_format
-
-
-def _placement(region: Region, owner: nn.Module) -> Placement:
-    """The dtype, device and memory format of the region's weights (else its buffers)."""
-    floating = [t for t in _region_tensors(region, owner) if t.is_floating_point()]
-    if not floating:
-        meta = region.sink.meta.get("tensor_meta")
-        return Placement(getattr(meta, "dtype", None) or torch.get_default_dtype(), torch.device("cpu"))
-    first = floating[0]
-    channels_last = (
-        first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last)
-    )
-    return Placement(first.dtype, first.device, torch.channels_last if channels_last else torch.contiguous_format)
-
-
-def _exists(owner: nn.Module, name: str) -> bool:
-    try:
-        fetch_attr(owner, name)
-    except AttributeError:
-        return False
-    return True
-
-
-def _module_name(region: Region, owner: GraphModule, taken: set[str]) -> str:
+def _module_name(region: Region, modules: "_Modules", taken: set[str]) -> str:
     """The name of the module it replaces, or ``<common prefix>.fused``; never one in use."""
     calls = [n.target for n in region.members if n.op == "call_module"]
-    weighted = [t for t in calls if isinstance(owner.get_submodule(t), (_ConvNd, nn.Linear))]
+    weighted = [t for t in calls if isinstance(modules[t], (_ConvNd, nn.Linear))]
     if len(weighted) == 1 and weighted[0] not in taken:
         taken.add(weighted[0])
         return weighted[0]
@@ -150,7 +107,7 @@ def _module_name(region: Region, owner: GraphModule, taken: set[str]) -> str:
             prefix.pop()  # the prefix is a module being replaced, not its parent
     base = ".".join(prefix + ["fused"])
     name, suffix = base, 0
-    while name in taken or _exists(owner, name):
+    while name in taken or name in modules:
         suffix += 1
         name = f"{base}_{suffix}"
     taken.add(name)
@@ -179,25 +136,117 @@ def worth_rewriting(region: Region) -> bool:
     return len(region.members) > 1 or region.map is None
 
 
-def rewrite(gm: GraphModule, analysis: Analysis) -> list[Merge]:
-    """Replace each region worth it in ``gm`` (in place) and return what became what."""
+class _Modules:
+    """The modules of a ``GraphModule`` by name, changed only where they are the pass's own.
+
+    A module of the caller's that holds a place the rewrite changes is first replaced,
+    in its (own) parent, by a shallow copy (copy on write), so that the caller's model
+    is never changed.
+    """
+
+    def __init__(self, gm: GraphModule, protected: frozenset[int], memo: dict):
+        self.gm = gm
+        self.protected = protected
+        self.memo = memo
+        self.by_name = dict(gm.named_modules())
+        self.owned = {""}  # paths known to hold the pass's own modules
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return self.by_name[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.by_name or _holds_attribute(self.gm, name)
+
+    def _own(self, path: str) -> nn.Module:
+        """The module at ``path``, made the pass's own (copied if it is the caller's)."""
+        known = self.by_name.get(path)
+        if known is not None and path in self.owned:
+            return known
+        module = self.gm
+        walked = []
+        for part in path.split(".") if path else []:
+            child = getattr(module, part, None)
+            if child is None:
+                child = nn.Module()
+                setattr(module, part, child)
+            elif id(child) in self.protected:
+                child = shell(child, self.memo)
+                setattr(module, part, child)
+            walked.append(part)
+            self.by_name[".".join(walked)] = child
+            self.owned.add(".".join(walked))
+            module = child
+        return module
+
+    def install(self, name: str, module: nn.Module) -> None:
+        prefix, _, field = name.rpartition(".")
+        setattr(self._own(prefix), field, module)
+        self.by_name[name] = module
+
+    def prune(self, names: set[str]) -> None:
+        """Delete the named modules no node uses any more, and the containers they leave empty."""
+        used = _used_names(self.gm.graph)
+        deleted: set[str] = set()
+        for name in sorted(names):
+            parts = name.split(".")
+            if any(".".join(parts[:i]) in deleted for i in range(1, len(parts))):
+                continue  # inside a module already deleted
+            while name and name not in used and name in self.by_name:
+                module = self.by_name[name]
+                if name not in names and (module._modules or module._parameters or module._buffers):
+                    break  # a container that still holds something
+                prefix, _, field = name.rpartition(".")
+                delattr(self._own(prefix), field)
+                del self.by_name[name]
+                deleted.add(name)
+                name = prefix
+
+
+def _holds_attribute(owner: nn.Module, name: str) -> bool:
+    try:
+        fetch_attr(owner, name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _used_names(graph) -> set[str]:
+    """Every module path a ``call_module`` or ``get_attr`` node reaches, with all its prefixes."""
+    used = set()
+    for node in graph.nodes:
+        if node.op in ("call_module", "get_attr"):
+            parts = node.target.split(".")
+            used.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return used
+
+
+def rewrite(
+    gm: GraphModule, analysis: Analysis, protected: frozenset[int] = frozenset(), memo: dict | None = None
+) -> list[Merge]:
+    """Replace each region worth it in ``gm`` (in place) and return what became what.
+
+    Modules whose ids are in ``protected`` (the caller's) are not changed.
+    """
     graph = gm.graph
+    modules = _Modules(gm, protected, {} if memo is None else memo)
     replaced: dict[Node, Node] = {}
     taken: set[str] = set()
+    orphans: set[str] = set()
     merges = []
     for region in analysis.regions:
         if not worth_rewriting(region):
             continue
-        root = region.value.root
+        root = region.root
         while root in replaced:
             root = replaced[root]
-        members = tuple(describe(n, gm) for n in region.members)
+        members = tuple(describe(n, modules) for n in region.members)
+        orphans.update(n.target for n in region.members if n.op == "call_module")
         m = region.map
         if m is None:
             new, name, result = root, None, "identity"
         else:
-            name = _module_name(region, gm, taken)
-            gm.add_submodule(name, build_module(m, _placement(region, gm)))
+            name = _module_name(region, modules, taken)
+            modules.install(name, build_module(m, region.placement))
             with graph.inserting_before(region.sink):
                 source = root
                 padding = _explicit_padding(m)
@@ -210,7 +259,7 @@ def rewrite(gm: GraphModule, analysis: Analysis) -> list[Merge]:
         replaced[region.sink] = new
         _erase(graph, region.members)
         merges.append(Merge(name, members, result))
-    gm.delete_all_unused_submodules()
+    modules.prune(orphans - taken)
     graph.lint()
     gm.recompile()
     return merges

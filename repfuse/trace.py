@@ -12,17 +12,6 @@ from .errors import TraceError
 from .rules import REGISTRY
 
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-# Everything ``nn.Module`` keeps about its hooks, moved along with them.
-_HOOK_STATE = (
-    "_forward_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-    "_is_full_backward_hook",
-)
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")
 
 
@@ -34,13 +23,6 @@ def has_hooks(module: nn.Module) -> bool:
 def has_global_hooks() -> bool:
     """Whether hooks are registered for every module (``register_module_forward_hook``)."""
     return any(getattr(module_globals, name, None) for name in _GLOBAL_HOOKS)
-
-
-def move_hooks(source: nn.Module, target: nn.Module) -> None:
-    """Make ``target`` run the hooks registered on ``source``."""
-    for name in _HOOK_STATE:
-        if hasattr(source, name):
-            setattr(target, name, getattr(source, name))
 
 
 class LeafTracer(Tracer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -10,6 +11,7 @@ from torch.fx import Node
 from .algebra import ZERO, ConvMap, Cost, is_identity, require, scalar_affine
 
 IDENTITY = scalar_affine(1.0)
+RELEASED = scalar_affine(0.0)  # the map of a value whose weights were let go (see Value.released)
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +43,30 @@ class Value:
     spatial_dims: int | None = None
     pin: str | None = None
 
+    def released(self) -> "Value":
+        """This value without its maps (nor its parts'): what a fold that consumed it keeps.
+
+        A fold (BatchNorm, scale, identity) always pays off when its input does, so its
+        input is never emitted apart from it and its float64 weights need not be held.
+        """
+        if self.node is None:
+            return self
+        return Value(
+            root=self.root,
+            map=RELEASED,
+            uniform=self.uniform,
+            node=self.node,
+            parts=tuple(part.released() for part in self.parts),
+            via=self.via,
+            cost=self.cost,
+            convolves=self.convolves,
+            spatial_dims=self.spatial_dims,
+        )
+
+    @property
+    def is_released(self) -> bool:
+        return self.map is RELEASED
+
     @staticmethod
     def of_root(node: Node) -> "Value":
         """The tensor of ``node``, as the identity map of itself."""
@@ -50,7 +76,7 @@ class Value:
     def is_root(self) -> bool:
         return self.node is None
 
-    @property
+    @functools.cached_property
     def is_identity(self) -> bool:
         return self.uniform and is_identity(self.map)
 

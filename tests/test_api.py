@@ -129,3 +129,61 @@ def test_names_of_new_modules_come_from_the_modules_they_replace():
     fused = repfuse.fuse(model)
     assert sorted(fused.state_dict()) == ["one.fused.bias", "one.fused.weight", "two.fused.bias", "two.fused.weight"]
     assert_equivalent(model, fused, torch.randn(1, 4, 8, 8, dtype=F64))
+
+
+class Recording(nn.Module):
+    """A forward that stores something on the module while it runs (here, while traced)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = bn(4)
+
+    def forward(self, x):
+        self.last_input = x
+        return self.bn(self.conv(x))
+
+
+def test_attributes_set_while_tracing_do_not_stay_on_the_callers_model():
+    model = prepare(Recording())
+    before = snapshot(model)
+    fused = repfuse.fuse(model)
+    assert not hasattr(model, "last_input")
+    assert_unchanged(model, before)
+    assert_equivalent(model, fused, torch.randn(1, 3, 5, 5, dtype=F64))
+
+
+class Gated(nn.Module):
+    """Untraceable, with a weight and a scale the parent's own graph reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 4, 3, 3))
+        self.gamma = nn.Parameter(torch.rand(4) + 0.5)
+        self.inner = nn.Sequential(nn.Conv2d(4, 4, 1), bn(4))
+
+    def forward(self, x):
+        return self.inner(x) if x.sum() > 0 else -x
+
+
+class ReadsIntoUntraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Gated()
+
+    def forward(self, x):
+        y = torch.nn.functional.conv2d(x, self.block.weight, padding=1) * self.block.gamma.view(1, -1, 1, 1)
+        return self.block(y)
+
+
+def test_parameters_of_an_untraceable_module_read_by_the_graph_stay_tied_to_it():
+    model = prepare(ReadsIntoUntraceable())
+    before = snapshot(model)
+    children = dict(model.block.named_children())
+    fused, report = repfuse.fuse(model, return_report=True)
+    assert [m.module for m in report.merges] == ["block.inner.0"]
+    assert "`block.weight` is shared" in report.refusals_of("conv2d")[0]
+    assert dict(model.block.named_children()) == children
+    assert_unchanged(model, before)
+    x = torch.randn(1, 4, 5, 5, dtype=F64)
+    assert_equivalent(model, fused, x)

@@ -206,3 +206,22 @@ def test_consecutive_blocks_become_consecutive_convs():
     assert ops(fused)["conv"] == 2 and ops(fused)["bn"] == 0 and ops(fused)["add"] == 0
     assert sorted(m.module for m in report.merges) == ["one.fused", "two.fused"]
     assert_equivalent(model, fused, torch.randn(2, 4, 9, 9, dtype=F64))
+
+
+class Doubled(nn.Module):
+    """One value read twice by the same add: ``y + y``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = conv_bn(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y + y
+
+
+def test_a_value_read_twice_by_one_op_merges():
+    model = prepare(Doubled())
+    fused = repfuse.fuse(model)
+    assert ops(fused) == {"conv": 1, "linear": 0, "bn": 0, "add": 0, "pad": 0, "other": 0}
+    assert_equivalent(model, fused, torch.randn(2, 4, 5, 5, dtype=F64))

@@ -62,15 +62,12 @@ def batch_norm_scale_shift(
     bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Eval-mode BatchNorm as ``(s, t)``: ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s``."""
-    mean = running_mean.detach().to(FOLD_DTYPE)
-    var = running_var.detach().to(FOLD_DTYPE)
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight.detach().to(FOLD_DTYPE)
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias.detach().to(FOLD_DTYPE)
-    return scale, shift
+    gamma = running_var.new_ones(()) if weight is None else weight.detach()
+    beta = running_var.new_zeros(()) if bias is None else bias.detach()
+    mean, var, gamma, beta = torch.broadcast_tensors(running_mean.detach(), running_var.detach(), gamma, beta)
+    mean, var, gamma, beta = torch.stack([mean, var, gamma, beta]).to(FOLD_DTYPE)
+    scale = torch.rsqrt(var + eps) * gamma
+    return scale, beta - mean * scale
 
 
 def fold_batch_norm(

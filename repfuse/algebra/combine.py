@@ -28,7 +28,7 @@ import torch
 
 from .convmap import ConvMap, require
 from .groups import expand_groups
-from .window import common_window, embed, padding_mode_of
+from .window import common_window, embed, padding_mode_of, placement, window_mode
 
 
 def as_forward(m: ConvMap) -> ConvMap:
@@ -109,17 +109,38 @@ def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
     window = common_window(maps)
     mode = padding_mode_of(maps)
     groups = math.gcd(*(m.groups for m in maps))
-    placed = [embed(expand_groups(m, groups), window, mode) for m in maps]
-    weight = placed[0].weight.clone()
-    for m in placed[1:]:
-        weight += m.weight
-    biases = [m.bias for m in placed if m.bias is not None]
+    slices = [placement(m, window, mode) for m in maps]
+    shape = (first.out_channels, first.in_channels // groups) + window.kernel_size
+    full = [m.kernel_size == window.kernel_size and m.groups == groups for m in maps]
+    start = full.index(True) if any(full) else None
+    weight = maps[start].weight.clone() if start is not None else first.weight.new_zeros(shape)
+    for index, (m, where) in enumerate(zip(maps, slices)):
+        if index != start:
+            add_regrouped(weight, groups, m, where)
     bias = None
-    if biases:
-        bias = biases[0].clone()
-        for b in biases[1:]:
-            bias += b
-    return placed[0].with_(weight=weight, bias=bias)
+    for m in maps:
+        if m.bias is not None:
+            bias = m.bias.clone() if bias is None else bias + m.bias
+    return ConvMap(weight, bias, first.stride, window.padding, window.dilation, groups, window_mode(window, mode))
+
+
+def add_regrouped(weight: torch.Tensor, groups: int, m: ConvMap, where: tuple[slice, ...]) -> None:
+    """``weight[:, :, where] += expand_groups(m, groups).weight``, without building the expansion.
+
+    Old group ``r`` of each new group lands on the block diagonal: a view of ``weight``
+    as ``[G', G/G', C_out/G, G/G', C_in/G, *k]`` whose diagonal over the two ``G/G'`` axes
+    receives ``m``'s weight.
+    """
+    ratio = m.groups // groups
+    out_per_group, in_per_group = m.out_channels // m.groups, m.weight.shape[1]
+    target = weight[(slice(None), slice(None), *where)]
+    if ratio == 1:
+        target += m.weight
+        return
+    blocks = target.view(groups, ratio, out_per_group, ratio, in_per_group, *target.shape[2:])
+    diagonal = torch.diagonal(blocks, dim1=1, dim2=3)  # [G', C_out/G, C_in/G, *k, G/G']
+    source = m.weight.view(groups, ratio, out_per_group, in_per_group, *m.kernel_size)
+    diagonal += source.movedim(1, -1)
 
 
 def add(a: ConvMap, b: ConvMap) -> ConvMap:

@@ -88,12 +88,12 @@ def common_window(maps: Sequence[ConvMap]) -> Window:
     return Window(tuple(padding), tuple(kernel), tuple(dilation))
 
 
-def embed(m: ConvMap, window: Window, padding_mode: str | None = None) -> ConvMap:
-    """``m`` written as a convolution over ``window`` (same outputs, zero-filled kernel).
+def placement(m: ConvMap, window: Window, padding_mode: str | None = None) -> tuple[slice, ...]:
+    """Where ``m``'s kernel taps go in a kernel over ``window`` (per spatial dim).
 
-    ``padding_mode`` is the mode the result pads with (default: ``m``'s own).
-    Preconditions: ``m``'s taps lie on the window's lattice, its extent equals the
-    window's, and it reads no padding unless ``padding_mode`` is its own.
+    Preconditions (else :class:`Refused`): ``m``'s taps lie on the window's lattice,
+    its extent equals the window's, and it reads no padding unless ``padding_mode``
+    (default: its own) is its own.
     """
     mode = padding_mode or m.padding_mode
     require(not m.transposed, "a transposed convolution cannot be embedded into a window")
@@ -119,13 +119,28 @@ def embed(m: ConvMap, window: Window, padding_mode: str | None = None) -> ConvMa
         end = begin + stride * (count - 1) + 1
         require(end <= window.kernel_size[dim], f"kernel does not fit the merged window along dim {dim}")
         slices.append(slice(begin, end, stride))
+    return tuple(slices)
+
+
+def window_mode(window: Window, mode: str) -> str:
+    """The padding mode a map over ``window`` records: ``mode``, or zeros if it pads nothing."""
+    return mode if any(lo or hi for lo, hi in window.padding) else "zeros"
+
+
+def embed(m: ConvMap, window: Window, padding_mode: str | None = None) -> ConvMap:
+    """``m`` written as a convolution over ``window`` (same outputs, zero-filled kernel).
+
+    ``padding_mode`` is the mode the result pads with (default: ``m``'s own); the
+    preconditions are those of :func:`placement`.
+    """
+    slices = placement(m, window, padding_mode)
     weight = m.weight.new_zeros(m.weight.shape[:2] + window.kernel_size)
     weight[(slice(None), slice(None), *slices)] = m.weight
     return m.with_(
         weight=weight,
         padding=window.padding,
         dilation=window.dilation,
-        padding_mode=mode if any(lo or hi for lo, hi in window.padding) else "zeros",
+        padding_mode=window_mode(window, padding_mode or m.padding_mode),
     )
 
 

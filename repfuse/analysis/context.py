@@ -33,7 +33,7 @@ class NodeContext:
         self._pin = pin
 
     def module(self) -> nn.Module:
-        return self._walk.owner.get_submodule(self.node.target)
+        return self._walk.module_of(self.node)
 
     def root(self, arg: Any) -> Value:
         require(isinstance(arg, Node), f"expected a tensor, got {arg!r}")
@@ -90,6 +90,7 @@ class NodeContext:
         via: tuple[Node, ...] = (),
         convolves: bool = False,
         spatial_dims: int | None = None,
+        fold: bool = False,
     ) -> Value:
         if spatial_dims is None:
             spatial_dims = next((v.spatial_dims for v in inputs if v.spatial_dims is not None), None)
@@ -98,7 +99,7 @@ class NodeContext:
             map=map,
             uniform=uniform,
             node=self.node,
-            parts=tuple(inputs),
+            parts=tuple(v.released() for v in inputs) if fold else tuple(inputs),
             via=via,
             cost=cost,
             convolves=convolves or any(v.convolves for v in inputs),

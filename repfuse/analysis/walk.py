@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
@@ -31,24 +32,34 @@ from .ranks import known_ndim, node_shape
 _CALLS = ("call_module", "call_function", "call_method")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a new module's weights live: dtype, device and memory format."""
+
+    dtype: torch.dtype
+    device: torch.device
+    memory_format: torch.memory_format = torch.contiguous_format
+
+
 @dataclass
 class Region:
-    """Ops that together compute ``value``; ``sink`` is the last, ``map`` what they become.
+    """Ops that together compute ``map`` of ``root``; ``sink`` is the last of them.
 
-    ``map`` is ``None`` where the ops amount to their root tensor itself.
+    ``map`` is ``None`` where the ops amount to ``root`` itself; its weights are already
+    in the dtype and on the device of ``placement``, those of the ops it replaces.
     """
 
     sink: Node
-    value: Value
+    root: Node
     members: list[Node]
     map: ConvMap | None
+    placement: Placement | None = None
 
 
 @dataclass
 class Analysis:
-    """Every node's value, the regions they form, and why merging stopped where it did."""
+    """The regions the graph's values form, and why merging stopped where it did."""
 
-    values: dict[Node, Value]
     regions: list[Region]
     refusals: list[Refusal] = field(default_factory=list)
 
@@ -60,19 +71,36 @@ def _has_hooks(module: nn.Module) -> bool:
     return any(getattr(module, name, None) for name in _HOOKS)
 
 
+def _tensors_of(module: nn.Module) -> list[Tensor]:
+    """The parameters and buffers of ``module`` and its children."""
+    if not module._modules:  # a leaf, as most called modules are: skip the recursion
+        return [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
+    return list(module.parameters()) + list(module.buffers())
+
+
 class Walk:
-    """The state of one analysis: values so far and notes on what was not merged."""
+    """The state of one analysis: live values, regions found so far, notes on what was not merged.
+
+    A value lives until its last reader has been visited: then it has either been merged
+    into that reader's value, or it is the end of a region, which is planned at once and
+    released (so that only the maps of unfinished regions are held at any time).
+    """
 
     def __init__(self, owner: GraphModule, registry: Registry, policy: CostPolicy | MaximalPolicy):
         self.owner = owner
         self.registry = registry
         self.policy = policy
         self.values: dict[Node, Value] = {}
-        self.absorbed: set[Node] = set()
-        self._notes: dict[tuple[Node, str], Refusal] = {}
+        self.regions: list[Region] = []
+        self.modules = dict(owner.named_modules())
         self.constants = Constants(lambda target: fetch_attr(owner, target))
+        self._notes: dict[tuple[Node, str], Refusal] = {}
         self._ndims: dict[Node, int | None] = {}
+        self._position: dict[Node, int] = {}
         self._pins = self._pin_reasons()
+
+    def module_of(self, node: Node) -> nn.Module:
+        return self.modules[node.target]
 
     # -- notes -------------------------------------------------------------------
     def note(self, node: Node, reason: str) -> None:
@@ -95,11 +123,11 @@ class Walk:
         tensors: dict[Node, list[Tensor]] = {}
         for node in self.owner.graph.nodes:
             if node.op == "call_module":
-                module = self.owner.get_submodule(node.target)
+                module = self.module_of(node)
                 calls[id(module)] += 1
-                tensors[node] = list(module.parameters()) + list(module.buffers())
+                tensors[node] = _tensors_of(module)
             elif node.op == "get_attr":
-                attr = fetch_attr(self.owner, node.target)
+                attr = self.constants.value(node)
                 if isinstance(attr, Tensor):
                     sites[id(attr)] += len(node.users)
         for node, owned in tensors.items():
@@ -108,7 +136,7 @@ class Walk:
         pins: dict[Node, str] = {}
         for node in self.owner.graph.nodes:
             if node.op == "call_module":
-                module = self.owner.get_submodule(node.target)
+                module = self.module_of(node)
                 if _has_hooks(module):
                     pins[node] = f"`{node.target}` has hooks, which would not run on a merged op"
                 elif calls[id(module)] > 1:
@@ -120,7 +148,7 @@ class Walk:
             elif node.op in _CALLS:
                 for arg in node.all_input_nodes:
                     if arg.op == "get_attr":
-                        attr = fetch_attr(self.owner, arg.target)
+                        attr = self.constants.value(arg)
                         if isinstance(attr, Tensor) and sites[id(attr)] > 1:
                             pins[node] = f"`{arg.target}` is shared with another op; merging would untie it"
                             break
@@ -128,33 +156,71 @@ class Walk:
 
     # -- the walk ----------------------------------------------------------------
     def run(self) -> Analysis:
-        self._position = {}
-        for index, node in enumerate(self.owner.graph.nodes):
-            self._position[node] = index
+        nodes = list(self.owner.graph.nodes)
+        self._position = {node: index for index, node in enumerate(nodes)}
+        last_reader = {node: max((self._reader_position(u) for u in node.users), default=-1) for node in nodes}
+        for index, node in enumerate(nodes):
             if node.op in _CALLS:
                 self._visit(node)
-        regions: list[Region] = []
-        for node, value in self.values.items():
-            if node not in self.absorbed:
-                self._plan(value, regions)
-        regions.sort(key=lambda region: self._position[region.sink])
-        return Analysis(self.values, regions, self.refusals)
+            if node in self.values and last_reader[node] < index:
+                self._sink(node)  # nothing reads it
+            for arg in node.all_input_nodes:
+                if arg in self.values and last_reader[arg] == index:
+                    self._sink(arg)  # its last reader did not merge it
+        for node in list(self.values):
+            self._sink(node)
+        self.regions.sort(key=lambda region: self._position[region.sink])
+        return Analysis(self.regions, self.refusals)
 
-    def _plan(self, value: Value, regions: list[Region]) -> None:
+    def _reader_position(self, user: Node) -> int:
+        """Where a value read by ``user`` is decided: at the reader of a gathering op (stack)."""
+        if user.op == "call_function" and user.target in self.registry.gathering_ops and len(user.users) == 1:
+            return self._position[next(iter(user.users))]
+        return self._position[user]
+
+    def _sink(self, node: Node) -> None:
+        self._plan(self.values.pop(node))
+
+    def _plan(self, value: Value) -> None:
         """Make ``value`` a region if it pays off and can be emitted; else split it at its op."""
-        if value.is_root:
-            return
+        if value.is_root or value.is_released:
+            return  # a released value stays as it is (its fold was kept apart for its own reasons)
         members = sorted(value.members(), key=self._position.__getitem__)
         emitted, reason = self._emitted(value, merges=len(members) > 1)
         if reason is None and len(members) > 1 and emitted is not None:
             reason = self.policy.verdict(emitted, self._parts_cost(value, emitted))
         if reason is None:
-            regions.append(Region(value.node, value, members, emitted))
+            placement = self._placement(members)
+            if emitted is not None:  # hold the region's weights as the model will, not in float64
+                emitted = emitted.with_(
+                    weight=emitted.weight.to(placement.dtype),
+                    bias=None if emitted.bias is None else emitted.bias.to(placement.dtype),
+                )
+            self.regions.append(Region(value.node, value.root, members, emitted, placement))
             return
         if reason:
             self.note(value.node, reason)
         for part in value.parts:
-            self._plan(part, regions)
+            self._plan(part)
+
+    def _placement(self, members: list[Node]) -> Placement:
+        """The dtype, device and memory format of the members' weights (else of their buffers)."""
+        first = next((t for t in self._member_tensors(members) if t.is_floating_point()), None)
+        if first is None:
+            meta = members[-1].meta.get("tensor_meta")
+            return Placement(getattr(meta, "dtype", None) or torch.get_default_dtype(), torch.device("cpu"))
+        channels_last = (
+            first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last)
+        )
+        return Placement(first.dtype, first.device, torch.channels_last if channels_last else torch.contiguous_format)
+
+    def _member_tensors(self, members: list[Node]):
+        for node in members:
+            if node.op == "call_module":
+                yield from _tensors_of(self.module_of(node))
+            for arg in node.all_input_nodes:
+                if arg.op == "get_attr" and isinstance(self.constants.value(arg), Tensor):
+                    yield self.constants.value(arg)
 
     def _emitted(self, value: Value, merges: bool) -> tuple[ConvMap | None, str | None]:
         """The map a region of ``value`` becomes (``None``: its root itself), or why none.
@@ -185,7 +251,7 @@ class Walk:
 
     def _visit(self, node: Node) -> None:
         try:
-            rule = self.registry.rule_for(node, self.owner)
+            rule = self.registry.rule_for(node, self.module_of(node) if node.op == "call_module" else None)
         except Refused as refusal:
             self.note(node, refusal.reason)
             return
@@ -200,7 +266,8 @@ class Walk:
         except Opaque:
             return
         self.values[node] = value
-        self.absorbed.update(ctx.absorbed)
+        for absorbed in set(ctx.absorbed):
+            self.values.pop(absorbed)  # it lives on in ``value``
 
 
 def analyze(

@@ -22,7 +22,7 @@ from torch.fx import Node
 from ..algebra import ZERO, elementwise_cost, require, scale_shift, sum_maps
 from ..value import Value, one_root
 from .common import aligned, as_channels, per_channel, scaled
-from .registry import Opaque, RuleContext, bind, rule
+from .registry import REGISTRY, Opaque, RuleContext, bind, rule
 
 
 aten = torch.ops.aten
@@ -149,6 +149,9 @@ def add_in_place(node: Node, ctx: RuleContext) -> Value:
     sign = -1 if node.target in (operator.isub, torch.Tensor.sub_) else 1
     _fresh(ctx, node)
     return combination(ctx, [(args["input"], 1), (args["other"], sign * _number(ctx, args["alpha"], "alpha"))])
+
+
+REGISTRY.gathering(torch.stack, aten.stack.default)
 
 
 @rule(torch.sum, torch.Tensor.sum, aten.sum.dim_IntList)

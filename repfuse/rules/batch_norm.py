@@ -74,7 +74,7 @@ def fold(
             f"BatchNorm has {channels} features but its input has {value.map.out_channels} channels",
         )
         m, base = value.map, value.cost
-    return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels))
+    return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), fold=True)
 
 
 @rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -172,5 +172,7 @@ def scaled(
     channels = 1 if uniform else m.out_channels
     for vector in vectors:
         channel_vector(vector, channels, m.weight)  # refuses a channel-count mismatch
-    return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), uniform=uniform)
+    return ctx.make(
+        scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), uniform=uniform, fold=True
+    )
 

@@ -59,13 +59,15 @@ class RuleContext(Protocol):
         via: tuple[Node, ...] = (),
         convolves: bool = False,
         spatial_dims: int | None = None,
+        fold: bool = False,
     ) -> Value:
         """This node's value: ``map`` of the common root of ``inputs``, merging those that are not roots.
 
         ``cost`` is what the merged ops cost as they are; ``convolves`` says this op is a
         convolution, linear layer or pooling (so that the region is worth a new conv);
         ``spatial_dims`` is the number of spatial dims this op fixes for its tensors
-        (default: as its inputs).
+        (default: as its inputs); ``fold`` says this op is a per-channel affine map of its
+        one input (never worth keeping apart from it), so that the input's weights can go.
         """
 
 
@@ -85,6 +87,11 @@ class Registry:
 
     def __init__(self) -> None:
         self._rules: dict[object, Rule] = {}
+        self.gathering_ops: set[object] = set()
+
+    def gathering(self, *ops: object) -> None:
+        """Declare ``ops`` (``torch.stack``) whose inputs the op reading them may merge (``via``)."""
+        self.gathering_ops.update(ops)
 
     def register(self, *ops: object) -> Callable[[Rule], Rule]:
         def decorate(rule: Rule) -> Rule:
@@ -107,10 +114,12 @@ class Registry:
         found = self.module_rule(module)
         return found is not None and type(module).forward is found[0].forward
 
-    def rule_for(self, node: Node, owner: nn.Module) -> Rule | None:
-        """The rule for ``node``; refuses a module subclass that overrides ``forward``."""
+    def rule_for(self, node: Node, module: nn.Module | None = None) -> Rule | None:
+        """The rule for ``node`` (``module``: what a ``call_module`` node calls).
+
+        Refuses a module subclass that overrides ``forward``.
+        """
         if node.op == "call_module":
-            module = owner.get_submodule(node.target)
             found = self.module_rule(module)
             if found is None:
                 return None
@@ -130,15 +139,34 @@ rule = REGISTRY.register
 
 
 @functools.lru_cache(maxsize=None)
-def _signature(function: Callable[..., None]) -> inspect.Signature:
-    return inspect.signature(function)
+def _parameters(function: Callable[..., None]) -> tuple[tuple[str, Any, bool], ...]:
+    """``(name, default, positional)`` of each parameter of ``function`` (``_EMPTY``: required)."""
+    parameters = []
+    for p in inspect.signature(function).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"{function.__name__} takes *args or **kwargs: not a rule signature")
+        default = _EMPTY if p.default is p.empty else p.default
+        parameters.append((p.name, default, p.kind is not p.KEYWORD_ONLY))
+    return tuple(parameters)
+
+
+_EMPTY = object()
 
 
 def bind(node: Node, signature: Callable[..., None]) -> dict[str, Any]:
     """``node``'s arguments by name, with ``signature``'s defaults filled in."""
-    try:
-        bound = _signature(signature).bind(*node.args, **node.kwargs)
-    except TypeError as error:
-        raise Refused(f"unexpected arguments: {error}") from None
-    bound.apply_defaults()
-    return dict(bound.arguments)
+    parameters = _parameters(signature)
+    positional = [name for name, _, is_positional in parameters if is_positional]
+    if len(node.args) > len(positional):
+        raise Refused(f"unexpected arguments: {len(node.args)} positional for {len(positional)}")
+    bound = dict(zip(positional, node.args))
+    for name, value in node.kwargs.items():
+        if name in bound or all(name != p for p, _, _ in parameters):
+            raise Refused(f"unexpected argument {name!r}")
+        bound[name] = value
+    for name, default, _ in parameters:
+        if name not in bound:
+            if default is _EMPTY:
+                raise Refused(f"missing argument {name!r}")
+            bound[name] = default
+    return bound
