@@ -1,0 +1,46 @@
+"""The benchmark code runs (on tiny inputs) and computes what it says; it asserts no timings."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from benchmarks import latency, pass_cost
+from benchmarks.run import latency_table, targets
+
+
+def test_log_log_slope_of_a_power_law():
+    points = [pass_cost.ScalingPoint("x", n, 3.0 * n**1.25, 1.0) for n in (500, 1000, 4000, 16000)]
+    assert math.isclose(pass_cost.slope(points), 1.25, rel_tol=1e-9)
+    assert math.isclose(pass_cost.slope(points, low=4000), 1.25, rel_tol=1e-9)
+
+
+def test_stacks_have_about_the_node_counts_asked_for():
+    for kind in ("repvgg", "mobileone"):
+        model = pass_cost.stack(kind, round(400 / pass_cost.NODES_PER_BLOCK[kind]))
+        nodes = len(__import__("torch").fx.symbolic_trace(model).graph.nodes)
+        assert 300 < nodes < 500, (kind, nodes)
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+
+    def forward(self, x):
+        return (self.a(x) + self.b(x)).relu()
+
+
+def test_latency_rows_for_every_form_and_the_report():
+    rows = latency.measure_model("tiny", Tiny(), 8, [1], {1: 2}, compile_forms=False)
+    assert [r.form for r in rows] == ["train-time", "repfuse", "fx.fuse"]
+    assert all(r.ms > 0 and r.error < 1e-4 for r in rows)
+    assert rows[0].vs_train == 1.0
+    table = latency_table(rows)
+    assert table.count("| tiny |") == 3
+    versus = {"model": "tiny", "fuse_ms": 2.0, "trace_ms": 1.0, "ratio": 2.0}
+    memory = [{"model": "tiny", "peak_above_baseline": 10, "parameter_bytes": 10, "ratio": 1.0}]
+    checks = targets(rows, {"repvgg": 1.0}, versus, memory)
+    assert [met for _, _, met in checks] == [False, True, True]
