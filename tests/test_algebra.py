@@ -350,3 +350,41 @@ def test_cost_counts_macs_per_output_position():
 def test_describe_names_the_geometry():
     m = algebra.conv(torch.randn(8, 4, 3, 1, dtype=F64), None, (2, 1), ((1, 0), (0, 0)), 1, groups=2)
     assert m.describe() == "Conv2d 8->8 k3x1 s2x1 p(1,0)x0 g2"
+
+
+# -- precision: layers' own weights in, float64 arithmetic out ---------------------------
+def test_maps_hold_a_layers_weights_without_a_copy():
+    layer = nn.Conv2d(4, 4, 3)
+    m = algebra.conv(layer.weight, layer.bias, 1, 1)
+    assert m.weight.data_ptr() == layer.weight.data_ptr() and m.weight.dtype == torch.float32
+
+
+def test_every_computed_weight_is_float64_from_float32_maps():
+    a = algebra.conv(torch.randn(4, 2, 3, 3), torch.randn(4), 1, 1, groups=2)
+    b = algebra.conv(torch.randn(4, 4, 1, 1), torch.randn(4))
+    c = algebra.conv(torch.randn(4, 4, 3, 3), torch.randn(4))  # unpadded
+    mean, var, eps, weight, bias = _bn_stats_float32()
+    results = {
+        "sum": algebra.add(a, b),
+        "sum with identity": algebra.sum_maps([a, algebra.identity(4, 2)]),
+        "compose": algebra.compose(b, c),
+        "fold": algebra.fold_batch_norm(a, mean, var, eps, weight, bias),
+        "scale": algebra.scale_shift(a, 0.5, 0.25),
+        "concat": algebra.concat([a, b]),
+    }
+    x = torch.randn(2, 4, 6, 6, dtype=F64)
+    exact = {
+        "sum": lambda: algebra.apply(a, x) + algebra.apply(b, x),
+        "sum with identity": lambda: algebra.apply(a, x) + x,
+        "compose": lambda: algebra.apply(c, algebra.apply(b, x)),
+        "fold": lambda: F.batch_norm(algebra.apply(a, x), mean.double(), var.double(), weight.double(), bias.double(), False, 0.0, eps),
+        "scale": lambda: algebra.apply(a, x) * 0.5 + 0.25,
+        "concat": lambda: torch.cat([algebra.apply(a, x), algebra.apply(b, x)], 1),
+    }
+    for name, m in results.items():
+        assert m.weight.dtype == F64 and (m.bias is None or m.bias.dtype == F64), name
+        close(algebra.apply(m, x), exact[name]())
+
+
+def _bn_stats_float32():
+    return torch.randn(4), torch.rand(4) + 0.25, 1e-5, torch.rand(4) + 0.5, torch.randn(4)

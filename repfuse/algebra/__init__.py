@@ -15,6 +15,7 @@ from .convmap import (
     conv,
     conv_transpose,
     identity,
+    in_fold_dtype,
     linear,
     require,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "expand_groups",
     "fold_batch_norm",
     "identity",
+    "in_fold_dtype",
     "is_identity",
     "lift_rank",
     "linear",

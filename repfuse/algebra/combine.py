@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from .convmap import ConvMap, require
+from .convmap import FOLD_DTYPE, ConvMap, in_fold_dtype, require
 from .groups import expand_groups
 from .window import common_window, embed, padding_mode_of, placement, window_mode
 
@@ -113,14 +113,17 @@ def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
     shape = (first.out_channels, first.in_channels // groups) + window.kernel_size
     full = [m.kernel_size == window.kernel_size and m.groups == groups for m in maps]
     start = full.index(True) if any(full) else None
-    weight = maps[start].weight.clone() if start is not None else first.weight.new_zeros(shape)
+    if start is not None:
+        weight = maps[start].weight.to(FOLD_DTYPE, copy=True)
+    else:
+        weight = first.weight.new_zeros(shape, dtype=FOLD_DTYPE)
     for index, (m, where) in enumerate(zip(maps, slices)):
         if index != start:
             add_regrouped(weight, groups, m, where)
     bias = None
     for m in maps:
         if m.bias is not None:
-            bias = m.bias.clone() if bias is None else bias + m.bias
+            bias = m.bias.to(FOLD_DTYPE, copy=True) if bias is None else bias + m.bias
     return ConvMap(weight, bias, first.stride, window.padding, window.dilation, groups, window_mode(window, mode))
 
 
@@ -186,8 +189,8 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
     groups = math.gcd(first.groups, second.groups)
     a, b = expand_groups(first, groups), expand_groups(second, groups)
     mid_per_group = a.out_channels // groups
-    w_a = a.weight.reshape(groups, mid_per_group, a.weight.shape[1], *a.kernel_size)
-    w_b = b.weight.reshape(groups, b.out_channels // groups, mid_per_group, *b.kernel_size)
+    w_a = in_fold_dtype(a.weight).reshape(groups, mid_per_group, a.weight.shape[1], *a.kernel_size)
+    w_b = in_fold_dtype(b.weight).reshape(groups, b.out_channels // groups, mid_per_group, *b.kernel_size)
     weight = w_a.new_zeros(groups, b.out_channels // groups, a.weight.shape[1], *kernel)
     for tap in itertools.product(*(range(k) for k in b.kernel_size)):
         placed = tuple(
@@ -201,7 +204,8 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
     bias = b.bias
     if a.bias is not None:
         taps_sum = w_b.reshape(*w_b.shape[:3], -1).sum(dim=3)
-        carried = torch.einsum("gom,gm->go", taps_sum, a.bias.reshape(groups, mid_per_group)).reshape(-1)
+        a_bias = in_fold_dtype(a.bias).reshape(groups, mid_per_group)
+        carried = torch.einsum("gom,gm->go", taps_sum, a_bias).reshape(-1)
         bias = carried if bias is None else bias + carried
     return ConvMap(
         weight.reshape(b.out_channels, a.weight.shape[1], *kernel),
@@ -230,7 +234,7 @@ def concat(maps: Sequence[ConvMap]) -> ConvMap:
     window = common_window(maps)
     mode = padding_mode_of(maps)
     placed = [embed(expand_groups(m, 1), window, mode) for m in maps]
-    weight = torch.cat([m.weight for m in placed])
+    weight = torch.cat([in_fold_dtype(m.weight) for m in placed])
     bias = None
     if any(m.bias is not None for m in placed):
         bias = torch.cat([m.bias_or_zeros() for m in placed])

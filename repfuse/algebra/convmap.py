@@ -9,8 +9,10 @@ before and after spatial dim ``k`` in ``padding_mode``.  Rank 0 is a linear laye
 acting on the last axis of its input.  A transposed map stores the weight of
 ``conv_transpose`` (``[C_in, C_out/G, *kernel]``) and denotes that operation instead.
 
-Everything here is pure tensor maths: no ``torch.fx``, no ``nn.Module``.  Weights
-are held in float64; the caller casts results back to the model's dtype.
+Everything here is pure tensor maths: no ``torch.fx``, no ``nn.Module``.  A map built
+from a layer holds the layer's own weights, in the layer's dtype (no copy is made);
+every function that computes new weights computes them in float64 (``FOLD_DTYPE``)
+and returns them so.  The caller casts results back to the model's dtype.
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ class ConvMap:
 
     def bias_or_zeros(self) -> Tensor:
         if self.bias is not None:
-            return self.bias
-        return self.weight.new_zeros(self.out_channels)
+            return in_fold_dtype(self.bias)
+        return self.weight.new_zeros(self.out_channels, dtype=FOLD_DTYPE)
 
     def with_(self, **changes) -> "ConvMap":
         return replace(self, **changes)
@@ -169,8 +171,14 @@ def _padding_pairs(padding, kernel_size, dilation, stride) -> tuple[tuple[int, i
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
-def _as_fold_tensor(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach().to(FOLD_DTYPE)
+def _held(t: Tensor | None) -> Tensor | None:
+    """A layer's tensor as a map holds it: detached, in its own dtype, not copied."""
+    return None if t is None else t.detach()
+
+
+def in_fold_dtype(t: Tensor) -> Tensor:
+    """``t`` in float64, for arithmetic (exact: float64 holds every float32/16 value)."""
+    return t if t.dtype == FOLD_DTYPE else t.to(FOLD_DTYPE)
 
 
 def conv(
@@ -192,8 +200,8 @@ def conv(
     dilation = _per_dim(dilation, rank, "dilation")
     pairs = _padding_pairs(padding, tuple(weight.shape[2:]), dilation, stride)
     return ConvMap(
-        _as_fold_tensor(weight),
-        _as_fold_tensor(bias),
+        _held(weight),
+        _held(bias),
         stride,
         pairs,
         dilation,
@@ -215,8 +223,8 @@ def conv_transpose(
     rank = weight.dim() - 2
     pads = _per_dim(padding, rank, "padding")
     return ConvMap(
-        _as_fold_tensor(weight),
-        _as_fold_tensor(bias),
+        _held(weight),
+        _held(bias),
         _per_dim(stride, rank, "stride"),
         tuple((p, p) for p in pads),
         _per_dim(dilation, rank, "dilation"),
@@ -229,15 +237,15 @@ def conv_transpose(
 
 def linear(weight: Tensor, bias: Tensor | None = None) -> ConvMap:
     """The map of ``F.linear(x, weight, bias)``: a rank-0 convolution on the last axis."""
-    return ConvMap(_as_fold_tensor(weight), _as_fold_tensor(bias), (), (), ())
+    return ConvMap(_held(weight), _held(bias), (), (), ())
 
 
 def channel_affine(scale: Tensor, shift: Tensor | None, rank: int) -> ConvMap:
     """``y[c] = scale[c] * x[c] + shift[c]``: a depthwise 1-tap map."""
-    scale = _as_fold_tensor(scale)
+    scale = _held(scale)
     channels = scale.numel()
     weight = scale.reshape((channels, 1) + (1,) * rank)
-    return ConvMap(weight, _as_fold_tensor(shift), (1,) * rank, ((0, 0),) * rank, (1,) * rank, channels)
+    return ConvMap(weight, _held(shift), (1,) * rank, ((0, 0),) * rank, (1,) * rank, channels)
 
 
 def identity(channels: int, rank: int, *, device=None) -> ConvMap:
