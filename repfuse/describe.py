@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.fx import Node
 
+from .analysis.paths import fetch_attr
+
 
 def op_name(node: Node, owner) -> str:
     """The op a node runs: a module class, a function or a method name.
@@ -13,7 +15,7 @@ def op_name(node: Node, owner) -> str:
     ``owner`` is the graph's module, or anything that maps a module path to its module.
     """
     if node.op == "call_module":
-        module = owner.get_submodule(node.target) if isinstance(owner, nn.Module) else owner[node.target]
+        module = fetch_attr(owner, node.target) if isinstance(owner, nn.Module) else owner[node.target]
         return type(module).__name__
     if node.op == "call_method":
         return f".{node.target}()"

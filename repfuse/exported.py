@@ -48,11 +48,12 @@ def fuse_exported(program: ExportedProgram, example_inputs: tuple | None, option
     """A new ``ExportedProgram`` computing what ``program`` does, with its linear regions fused."""
     args, kwargs = _inputs(program, example_inputs)
     gm = copy.deepcopy(program.module())
-    before = count(gm)
-    analysis = analyze(gm, policy=options.policy)
+    before = count(gm.graph, gm)
+    analysis = analyze(gm.graph, gm, policy=options.policy)
     refusals = [RefusalRecord(describe(r.node, gm), r.reason) for r in analysis.refusals]
-    merges = rewrite(gm, analysis)
-    report = Report(before, count(gm), merges, refusals)
+    rewritten = rewrite(gm.graph, gm, analysis)
+    rewritten.install(gm)
+    report = Report(before, count(gm.graph, gm), rewritten.merges, refusals)
     try:
         fused = torch.export.export(gm, args, kwargs, dynamic_shapes=_dynamic_shapes(program, args, kwargs))
     except Exception as error:

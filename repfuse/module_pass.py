@@ -27,7 +27,7 @@ from .report import KeptModule, RefusalRecord, Report, count
 from .rewrite import rewrite
 from .ownership import copy_hooks, detach, keep_plain_attributes, preserved, shell
 from .rules import REGISTRY
-from .trace import trace
+from .trace import Traced, trace
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,15 @@ class Options:
     leaf_modules: Sequence[type | str] = ()
 
 
-def propagate_shapes(gm: GraphModule, inputs: tuple) -> None:
-    """Record every node's shape in ``gm`` by running it on ``inputs``."""
+def propagate_shapes(traced: Traced, inputs: tuple) -> None:
+    """Record the shape of every node of ``traced.graph`` by running it on ``inputs``."""
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
+            ShapeProp(traced.module()).propagate(*inputs)
     except Exception as error:
         raise ValueError(f"example_inputs do not fit the model: {error}") from error
+    finally:
+        traced.graph.owning_module = None  # that module was for this run only
 
 
 def fuse_module(
@@ -62,30 +64,38 @@ def fuse_module(
     if REGISTRY.is_leaf(module):
         return copy.deepcopy(module, memo), Report()  # one op: nothing to merge it with here
     try:
+        # Tracing runs ``forward``, and the tracer adds its tensor constants to ``module``:
+        # what they change is undone once the graph and the module running it are made.
         with preserved(module):
-            gm, kept = trace(module, options.concrete_args if not path else None, _relative(options.leaf_modules, path))
+            traced = trace(module, options.concrete_args if not path else None, _relative(options.leaf_modules, path))
+            gm, report = _fuse_graph(module, traced, inputs, options)
     except TraceError as error:
         report = Report(kept=[KeptModule("", f"{error}: kept as it is, its children fused")])
         copied = shell(module, memo)
         _fuse_submodules(copied, [name for name, _ in module.named_children()], inputs, options, report, path, memo)
         return copied, report
-    if inputs is not None and not options.concrete_args:
-        propagate_shapes(gm, inputs)
-    before = count(gm)
-    analysis = analyze(gm, policy=options.policy)
-    refusals = [RefusalRecord(describe(r.node, gm), r.reason) for r in analysis.refusals]
-    originals = list(module.modules())
-    merges = rewrite(gm, analysis, frozenset(map(id, originals)), memo)
-    report = Report(before, count(gm), merges, refusals)
+    kept = traced.kept
     report.kept += [KeptModule(name, reason) for name, reason in kept.items()]
     whole = [name for name, reason in kept.items() if "its children fused" in reason and _exists(gm, name)]
     _fuse_submodules(gm, whole, inputs, options, report, path, memo, whole=True)
     hooked = [name for name, reason in kept.items() if "hooks" in reason and _exists(gm, name)]
     _fuse_submodules(gm, hooked, inputs, options, report, path, memo)
-    detach(gm, originals, memo)
+    detach(gm, list(module.modules()), memo)
     keep_plain_attributes(module, gm, memo)
     copy_hooks(module, gm)
     return gm, report
+
+
+def _fuse_graph(module: nn.Module, traced: Traced, inputs: tuple | None, options: Options) -> tuple[GraphModule, Report]:
+    """The traced graph of ``module`` rewritten, as a new ``GraphModule`` (holding ``module``'s kept modules)."""
+    if inputs is not None and not options.concrete_args:
+        propagate_shapes(traced, inputs)
+    before = count(traced.graph, module)
+    analysis = analyze(traced.graph, module, policy=options.policy)
+    refusals = [RefusalRecord(describe(r.node, module), r.reason) for r in analysis.refusals]
+    rewritten = rewrite(traced.graph, module, analysis)
+    gm = rewritten.module(module, type(module).__name__)
+    return gm, Report(before, count(gm.graph, gm), rewritten.merges, refusals)
 
 
 def _join(path: str, name: str) -> str:

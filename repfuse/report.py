@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx import GraphModule
+from torch.fx import Graph
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from .analysis.paths import fetch_attr
 from .rewrite import Merge
 
 aten = torch.ops.aten
@@ -66,9 +67,9 @@ class Counts:
         return Counts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
 
-def _kind(node, modules: dict[str, nn.Module]) -> str | None:
+def _kind(node, owner: nn.Module) -> str | None:
     if node.op == "call_module":
-        module = modules[node.target]
+        module = fetch_attr(owner, node.target)
         return next((kind for cls, kind in _MODULE_KINDS if isinstance(module, cls)), None)
     if node.op == "call_method":
         return _KINDS.get(getattr(torch.Tensor, node.target, None))
@@ -77,15 +78,14 @@ def _kind(node, modules: dict[str, nn.Module]) -> str | None:
     return None
 
 
-def count(gm: GraphModule) -> Counts:
-    """Count what ``gm``'s graph runs (parameters are counted over the whole model apart)."""
+def count(graph: Graph, owner: nn.Module) -> Counts:
+    """Count what ``graph`` runs, its modules held by ``owner`` (parameters are counted apart)."""
     kinds = {"convs": 0, "linears": 0, "batch_norms": 0, "adds": 0}
-    modules = dict(gm.named_modules())
-    for node in gm.graph.nodes:
-        kind = _kind(node, modules)
+    for node in graph.nodes:
+        kind = _kind(node, owner)
         if kind is not None:
             kinds[kind] += 1
-    return Counts(nodes=len(gm.graph.nodes), **kinds)
+    return Counts(nodes=len(graph.nodes), **kinds)
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx import GraphModule, Node
+from torch.fx import Graph, GraphModule, Node
 from torch.nn.modules.conv import _ConvNd
 
 from .algebra import ConvMap, expand_groups, torch_padding
-from .analysis import Analysis, Placement, Region, fetch_attr
+from .analysis import Analysis, Placement, Region, fetch_attr, holds_attribute
 from .analysis.constants import is_pure
 from .describe import describe
-from .ownership import shell
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -88,12 +87,14 @@ def _explicit_padding(m: ConvMap) -> tuple[list[int], str] | None:
     return torch_padding(m.padding), ("constant" if m.padding_mode == "zeros" else m.padding_mode)
 
 
-def _module_name(region: Region, modules: "_Modules", taken: set[str]) -> str:
-    """The name of the module it replaces, or ``<common prefix>.fused``; never one in use."""
+def _module_name(region: Region, owner: nn.Module, taken: dict[str, nn.Module]) -> str:
+    """The name of the module it replaces, or ``<common prefix>.fused``; never one in use.
+
+    A replaced module's name is free: the region's nodes were its only callers.
+    """
     calls = [n.target for n in region.members if n.op == "call_module"]
-    weighted = [t for t in calls if isinstance(modules[t], (_ConvNd, nn.Linear))]
+    weighted = [t for t in calls if isinstance(fetch_attr(owner, t), (_ConvNd, nn.Linear))]
     if len(weighted) == 1 and weighted[0] not in taken:
-        taken.add(weighted[0])
         return weighted[0]
     paths = [t.split(".") for t in calls]
     paths += [arg.target.split(".")[:-1] for n in region.members for arg in n.all_input_nodes if arg.op == "get_attr"]
@@ -107,10 +108,9 @@ def _module_name(region: Region, modules: "_Modules", taken: set[str]) -> str:
             prefix.pop()  # the prefix is a module being replaced, not its parent
     base = ".".join(prefix + ["fused"])
     name, suffix = base, 0
-    while name in taken or name in modules:
+    while name in taken or holds_attribute(owner, name):
         suffix += 1
         name = f"{base}_{suffix}"
-    taken.add(name)
     return name
 
 
@@ -136,102 +136,46 @@ def worth_rewriting(region: Region) -> bool:
     return len(region.members) > 1 or region.map is None
 
 
-class _Modules:
-    """The modules of a ``GraphModule`` by name, changed only where they are the pass's own.
+def _targets(graph: Graph) -> list[str]:
+    """The module and attribute paths the graph's ``call_module`` and ``get_attr`` nodes name."""
+    return list(dict.fromkeys(n.target for n in graph.nodes if n.op in ("call_module", "get_attr")))
 
-    A module of the caller's that holds a place the rewrite changes is first replaced,
-    in its (own) parent, by a shallow copy (copy on write), so that the caller's model
-    is never changed.
+
+@dataclass
+class Rewrite:
+    """The graph, rewritten in place; the modules it now calls that the pass built; what became what."""
+
+    graph: Graph
+    built: dict[str, nn.Module]
+    merges: list[Merge]
+
+    def module(self, owner: nn.Module, class_name: str) -> GraphModule:
+        """A new ``GraphModule`` running the graph, holding the built modules and ``owner``'s others.
+
+        ``owner``'s modules and tensors are held as they are, not copied.
+        """
+        attributes = {t: self.built[t] if t in self.built else fetch_attr(owner, t) for t in _targets(self.graph)}
+        gm = GraphModule(attributes, self.graph, class_name)
+        gm.training = owner.training
+        gm.graph.lint()
+        return gm
+
+    def install(self, gm: GraphModule) -> None:
+        """Put the built modules into ``gm`` (the graph's owner), drop the ones no node calls, recompile."""
+        for name, module in self.built.items():
+            gm.add_submodule(name, module)
+        gm.delete_all_unused_submodules()
+        gm.graph.lint()
+        gm.recompile()
+
+
+def rewrite(graph: Graph, owner: nn.Module, analysis: Analysis) -> Rewrite:
+    """Replace each region worth it in ``graph`` (in place) by one new module.
+
+    ``owner`` holds the modules the graph calls; it is not changed.
     """
-
-    def __init__(self, gm: GraphModule, protected: frozenset[int], memo: dict):
-        self.gm = gm
-        self.protected = protected
-        self.memo = memo
-        self.by_name = dict(gm.named_modules())
-        self.owned = {""}  # paths known to hold the pass's own modules
-
-    def __getitem__(self, name: str) -> nn.Module:
-        return self.by_name[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.by_name or _holds_attribute(self.gm, name)
-
-    def _own(self, path: str) -> nn.Module:
-        """The module at ``path``, made the pass's own (copied if it is the caller's)."""
-        known = self.by_name.get(path)
-        if known is not None and path in self.owned:
-            return known
-        module = self.gm
-        walked = []
-        for part in path.split(".") if path else []:
-            child = getattr(module, part, None)
-            if child is None:
-                child = nn.Module()
-                setattr(module, part, child)
-            elif id(child) in self.protected:
-                child = shell(child, self.memo)
-                setattr(module, part, child)
-            walked.append(part)
-            self.by_name[".".join(walked)] = child
-            self.owned.add(".".join(walked))
-            module = child
-        return module
-
-    def install(self, name: str, module: nn.Module) -> None:
-        prefix, _, field = name.rpartition(".")
-        setattr(self._own(prefix), field, module)
-        self.by_name[name] = module
-
-    def prune(self, names: set[str]) -> None:
-        """Delete the named modules no node uses any more, and the containers they leave empty."""
-        used = _used_names(self.gm.graph)
-        deleted: set[str] = set()
-        for name in sorted(names):
-            parts = name.split(".")
-            if any(".".join(parts[:i]) in deleted for i in range(1, len(parts))):
-                continue  # inside a module already deleted
-            while name and name not in used and name in self.by_name:
-                module = self.by_name[name]
-                if name not in names and (module._modules or module._parameters or module._buffers):
-                    break  # a container that still holds something
-                prefix, _, field = name.rpartition(".")
-                delattr(self._own(prefix), field)
-                del self.by_name[name]
-                deleted.add(name)
-                name = prefix
-
-
-def _holds_attribute(owner: nn.Module, name: str) -> bool:
-    try:
-        fetch_attr(owner, name)
-    except AttributeError:
-        return False
-    return True
-
-
-def _used_names(graph) -> set[str]:
-    """Every module path a ``call_module`` or ``get_attr`` node reaches, with all its prefixes."""
-    used = set()
-    for node in graph.nodes:
-        if node.op in ("call_module", "get_attr"):
-            parts = node.target.split(".")
-            used.update(".".join(parts[: i + 1]) for i in range(len(parts)))
-    return used
-
-
-def rewrite(
-    gm: GraphModule, analysis: Analysis, protected: frozenset[int] = frozenset(), memo: dict | None = None
-) -> list[Merge]:
-    """Replace each region worth it in ``gm`` (in place) and return what became what.
-
-    Modules whose ids are in ``protected`` (the caller's) are not changed.
-    """
-    graph = gm.graph
-    modules = _Modules(gm, protected, {} if memo is None else memo)
+    built: dict[str, nn.Module] = {}
     replaced: dict[Node, Node] = {}
-    taken: set[str] = set()
-    orphans: set[str] = set()
     merges = []
     for region in analysis.regions:
         if not worth_rewriting(region):
@@ -239,27 +183,23 @@ def rewrite(
         root = region.root
         while root in replaced:
             root = replaced[root]
-        members = tuple(describe(n, modules) for n in region.members)
-        orphans.update(n.target for n in region.members if n.op == "call_module")
+        members = tuple(describe(n, owner) for n in region.members)
         m = region.map
         if m is None:
             new, name, result = root, None, "identity"
         else:
-            name = _module_name(region, modules, taken)
-            modules.install(name, build_module(m, region.placement))
+            name = _module_name(region, owner, built)
+            built[name] = build_module(m, region.placement)
             with graph.inserting_before(region.sink):
                 source = root
                 padding = _explicit_padding(m)
                 if padding is not None:
                     source = graph.call_function(F.pad, (root, padding[0]), {"mode": padding[1]})
-                new = graph.call_module(name, (source,))
+                new = graph.create_node("call_module", name, (source,))  # its module is put in place later
             new.meta = dict(region.sink.meta)
             result = m.describe()
         region.sink.replace_all_uses_with(new)
         replaced[region.sink] = new
         _erase(graph, region.members)
         merges.append(Merge(name, members, result))
-    modules.prune(orphans - taken)
-    graph.lint()
-    gm.recompile()
-    return merges
+    return Rewrite(graph, built, merges)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from torch import nn
-from torch.fx import GraphModule, Tracer
+from torch.fx import Graph, GraphModule, Tracer
 from torch.nn.modules import module as module_globals
 
 from .errors import TraceError
@@ -69,12 +70,29 @@ class LeafTracer(Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
+@dataclass(frozen=True)
+class Traced:
+    """``model``'s graph, whose ``call_module`` and ``get_attr`` targets are paths in ``model``.
+
+    ``kept`` are the submodules kept whole, with the reason.  No ``GraphModule`` is made
+    here: the pass makes one, once, from the graph it has rewritten.
+    """
+
+    model: nn.Module
+    graph: Graph
+    kept: dict[str, str]
+
+    def module(self) -> GraphModule:
+        """The graph as a ``GraphModule`` that holds ``model``'s modules (not copies)."""
+        return GraphModule(self.model, self.graph, type(self.model).__name__)
+
+
 def trace(
     model: nn.Module,
     concrete_args: dict[str, Any] | None = None,
     leaf_modules: Sequence[type | str] = (),
-) -> tuple[GraphModule, dict[str, str]]:
-    """``model`` as a ``GraphModule``, and the submodules kept whole with the reason.
+) -> Traced:
+    """``model``'s graph, and the submodules kept whole with the reason.
 
     A submodule that ``torch.fx`` cannot trace is kept whole and the trace is retried;
     :class:`TraceError` if the model's own ``forward`` cannot be traced.
@@ -90,7 +108,7 @@ def trace(
                 raise TraceError(f"torch.fx could not trace {type(model).__name__}: {_first_line(error)}") from error
             untraceable[failing] = _first_line(error)
             continue
-        return GraphModule(tracer.root, graph, type(model).__name__), tracer.kept
+        return Traced(model, graph, tracer.kept)
 
 
 def _first_line(error: Exception) -> str:

@@ -27,7 +27,7 @@ def variant(request):
 
 
 def _traced_ops(model):
-    return ops(repfuse.trace.trace(model)[0])
+    return ops(repfuse.trace.trace(model).module())
 
 
 def test_fused_mobileone_has_the_deploy_structure_and_matches_in_float64(variant):

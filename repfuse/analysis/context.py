@@ -9,18 +9,11 @@ from torch.fx import Node
 
 from ..algebra import ConvMap, Cost, require
 from ..value import Value, one_root
+from .paths import fetch_attr
 from .ranks import node_shape
 
 if TYPE_CHECKING:
     from .walk import Walk
-
-
-def fetch_attr(owner: nn.Module, target: str) -> Any:
-    """The object a ``get_attr`` node reads, e.g. ``owner.layer1.weight``."""
-    obj: Any = owner
-    for name in target.split("."):
-        obj = getattr(obj, name)
-    return obj
 
 
 class NodeContext:

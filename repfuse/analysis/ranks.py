@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.fx import Node
 
+from .paths import fetch_attr
+
 
 def _flattened_ndim(start_dim: object, end_dim: object) -> int | None:
     if isinstance(start_dim, int) and start_dim >= 0 and end_dim == -1:
@@ -31,7 +33,7 @@ def known_ndim(node: Node, owner: nn.Module) -> int | None:
     if shape is not None:
         return len(shape)
     if node.op == "call_module":
-        module = owner.get_submodule(node.target)
+        module = fetch_attr(owner, node.target)
         if isinstance(module, nn.Flatten):
             return _flattened_ndim(module.start_dim, module.end_dim)
         return None

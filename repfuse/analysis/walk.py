@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.fx import GraphModule, Node
+from torch.fx import Graph, Node
 
 from ..algebra import ConvMap, Cost, Refused, depthwise, lift_rank
 from ..rules import REGISTRY, Opaque, Registry
 from ..value import Refusal, Value
 from .constants import Constants
-from .context import NodeContext, fetch_attr
+from .context import NodeContext
+from .paths import fetch_attr
 from .policy import CostPolicy, MaximalPolicy
 from .ranks import known_ndim, node_shape
 
@@ -86,13 +87,14 @@ class Walk:
     released (so that only the maps of unfinished regions are held at any time).
     """
 
-    def __init__(self, owner: GraphModule, registry: Registry, policy: CostPolicy | MaximalPolicy):
+    def __init__(self, graph: Graph, owner: nn.Module, registry: Registry, policy: CostPolicy | MaximalPolicy):
+        self.graph = graph
         self.owner = owner
         self.registry = registry
         self.policy = policy
         self.values: dict[Node, Value] = {}
         self.regions: list[Region] = []
-        self.modules = dict(owner.named_modules())
+        self.modules: dict[str, nn.Module] = {}
         self.constants = Constants(lambda target: fetch_attr(owner, target))
         self._notes: dict[tuple[Node, str], Refusal] = {}
         self._ndims: dict[Node, int | None] = {}
@@ -100,7 +102,10 @@ class Walk:
         self._pins = self._pin_reasons()
 
     def module_of(self, node: Node) -> nn.Module:
-        return self.modules[node.target]
+        module = self.modules.get(node.target)
+        if module is None:
+            module = self.modules[node.target] = fetch_attr(self.owner, node.target)
+        return module
 
     # -- notes -------------------------------------------------------------------
     def note(self, node: Node, reason: str) -> None:
@@ -121,7 +126,7 @@ class Walk:
         calls: Counter[int] = Counter()
         sites: Counter[int] = Counter()
         tensors: dict[Node, list[Tensor]] = {}
-        for node in self.owner.graph.nodes:
+        for node in self.graph.nodes:
             if node.op == "call_module":
                 module = self.module_of(node)
                 calls[id(module)] += 1
@@ -134,7 +139,7 @@ class Walk:
             for tensor in owned:
                 sites[id(tensor)] += 1
         pins: dict[Node, str] = {}
-        for node in self.owner.graph.nodes:
+        for node in self.graph.nodes:
             if node.op == "call_module":
                 module = self.module_of(node)
                 if _has_hooks(module):
@@ -156,7 +161,7 @@ class Walk:
 
     # -- the walk ----------------------------------------------------------------
     def run(self) -> Analysis:
-        nodes = list(self.owner.graph.nodes)
+        nodes = list(self.graph.nodes)
         self._position = {node: index for index, node in enumerate(nodes)}
         last_reader = {node: max((self._reader_position(u) for u in node.users), default=-1) for node in nodes}
         for index, node in enumerate(nodes):
@@ -271,9 +276,13 @@ class Walk:
 
 
 def analyze(
-    gm: GraphModule,
+    graph: Graph,
+    owner: nn.Module,
     registry: Registry = REGISTRY,
     policy: CostPolicy | MaximalPolicy | None = None,
 ) -> Analysis:
-    """Abstract values for every node of ``gm`` and the regions they form."""
-    return Walk(gm, registry, policy or CostPolicy()).run()
+    """Abstract values for every node of ``graph`` and the regions they form.
+
+    ``owner`` holds the modules and attributes the graph's targets name.
+    """
+    return Walk(graph, owner, registry, policy or CostPolicy()).run()
