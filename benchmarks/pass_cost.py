@@ -17,7 +17,6 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import nn
 from torch.fx import symbolic_trace
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.fx import Node
 
-from .analysis.paths import fetch_attr
+from .analysis.paths import Paths
 
 
-def op_name(node: Node, owner) -> str:
+def op_name(node: Node, paths: Paths) -> str:
     """The op a node runs: a module class, a function or a method name.
 
-    ``owner`` is the graph's module, or anything that maps a module path to its module.
+    ``paths`` holds the modules the graph calls.
     """
     if node.op == "call_module":
-        module = fetch_attr(owner, node.target) if isinstance(owner, nn.Module) else owner[node.target]
+        module = paths[node.target]
         return type(module).__name__
     if node.op == "call_method":
         return f".{node.target}()"
@@ -34,7 +33,7 @@ def op_name(node: Node, owner) -> str:
     return node.op
 
 
-def describe(node: Node, owner) -> str:
+def describe(node: Node, paths: Paths) -> str:
     """``layer1.conv (Conv2d)`` for a module call, ``add_1 (operator.add)`` otherwise."""
     where = node.target if node.op == "call_module" else node.name
-    return f"{where} ({op_name(node, owner)})"
+    return f"{where} ({op_name(node, paths)})"

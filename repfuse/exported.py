@@ -14,7 +14,7 @@ import copy
 import torch
 from torch.export import Dim, ExportedProgram
 
-from .analysis import analyze
+from .analysis import Paths, analyze
 from .describe import describe
 from .errors import FuseError
 from .module_pass import Options
@@ -48,12 +48,13 @@ def fuse_exported(program: ExportedProgram, example_inputs: tuple | None, option
     """A new ``ExportedProgram`` computing what ``program`` does, with its linear regions fused."""
     args, kwargs = _inputs(program, example_inputs)
     gm = copy.deepcopy(program.module())
-    before = count(gm.graph, gm)
-    analysis = analyze(gm.graph, gm, policy=options.policy)
-    refusals = [RefusalRecord(describe(r.node, gm), r.reason) for r in analysis.refusals]
-    rewritten = rewrite(gm.graph, gm, analysis)
+    paths = Paths(gm)
+    before = count(gm.graph, paths)
+    analysis = analyze(gm.graph, paths, policy=options.policy)
+    refusals = [RefusalRecord(describe(r.node, paths), r.reason) for r in analysis.refusals]
+    rewritten = rewrite(gm.graph, paths, analysis)
     rewritten.install(gm)
-    report = Report(before, count(gm.graph, gm), rewritten.merges, refusals)
+    report = Report(before, count(gm.graph, Paths(gm)), rewritten.merges, refusals)
     try:
         fused = torch.export.export(gm, args, kwargs, dynamic_shapes=_dynamic_shapes(program, args, kwargs))
     except Exception as error:

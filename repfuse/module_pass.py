@@ -19,7 +19,7 @@ from torch import nn
 from torch.fx import GraphModule
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .analysis import analyze
+from .analysis import Paths, analyze
 from .analysis.policy import CostPolicy, MaximalPolicy
 from .describe import describe
 from .errors import TraceError
@@ -90,12 +90,13 @@ def _fuse_graph(module: nn.Module, traced: Traced, inputs: tuple | None, options
     """The traced graph of ``module`` rewritten, as a new ``GraphModule`` (holding ``module``'s kept modules)."""
     if inputs is not None and not options.concrete_args:
         propagate_shapes(traced, inputs)
-    before = count(traced.graph, module)
-    analysis = analyze(traced.graph, module, policy=options.policy)
-    refusals = [RefusalRecord(describe(r.node, module), r.reason) for r in analysis.refusals]
-    rewritten = rewrite(traced.graph, module, analysis)
-    gm = rewritten.module(module, type(module).__name__)
-    return gm, Report(before, count(gm.graph, gm), rewritten.merges, refusals)
+    paths = Paths(module)
+    before = count(traced.graph, paths)
+    analysis = analyze(traced.graph, paths, policy=options.policy)
+    refusals = [RefusalRecord(describe(r.node, paths), r.reason) for r in analysis.refusals]
+    rewritten = rewrite(traced.graph, paths, analysis)
+    gm = rewritten.module(paths, type(module).__name__)
+    return gm, Report(before, count(gm.graph, Paths(gm)), rewritten.merges, refusals)
 
 
 def _join(path: str, name: str) -> str:

@@ -12,7 +12,7 @@ from torch.fx import Graph
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from .analysis.paths import fetch_attr
+from .analysis.paths import Paths
 from .rewrite import Merge
 
 aten = torch.ops.aten
@@ -67,9 +67,9 @@ class Counts:
         return Counts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
 
-def _kind(node, owner: nn.Module) -> str | None:
+def _kind(node, paths: Paths) -> str | None:
     if node.op == "call_module":
-        module = fetch_attr(owner, node.target)
+        module = paths[node.target]
         return next((kind for cls, kind in _MODULE_KINDS if isinstance(module, cls)), None)
     if node.op == "call_method":
         return _KINDS.get(getattr(torch.Tensor, node.target, None))
@@ -78,11 +78,11 @@ def _kind(node, owner: nn.Module) -> str | None:
     return None
 
 
-def count(graph: Graph, owner: nn.Module) -> Counts:
-    """Count what ``graph`` runs, its modules held by ``owner`` (parameters are counted apart)."""
+def count(graph: Graph, paths: Paths) -> Counts:
+    """Count what ``graph`` runs, its modules found in ``paths`` (parameters are counted apart)."""
     kinds = {"convs": 0, "linears": 0, "batch_norms": 0, "adds": 0}
     for node in graph.nodes:
-        kind = _kind(node, owner)
+        kind = _kind(node, paths)
         if kind is not None:
             kinds[kind] += 1
     return Counts(nodes=len(graph.nodes), **kinds)

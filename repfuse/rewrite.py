@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx import Graph, GraphModule, Node
 from torch.nn.modules.conv import _ConvNd
 
 from .algebra import ConvMap, expand_groups, torch_padding
-from .analysis import Analysis, Placement, Region, fetch_attr, holds_attribute
+from .analysis import Analysis, Paths, Placement, Region
 from .analysis.constants import is_pure
 from .describe import describe
 
@@ -36,8 +35,10 @@ class Merge:
 
 
 def build_module(m: ConvMap, placement: Placement) -> nn.Module:
-    """A new module computing ``m`` (minus any asymmetric padding), its weights placed as ``placement`` says."""
-    factory = dict(dtype=placement.dtype, device=placement.device)
+    """A new module computing ``m`` (minus any asymmetric padding), holding ``m``'s weights.
+
+    ``m``'s weights are a region's own, placed as ``placement`` says.
+    """
     bias = m.bias is not None
     on_meta = dict(dtype=placement.dtype, device="meta")  # no initialisation: the weights are ours
     if m.rank == 0:
@@ -73,10 +74,9 @@ def build_module(m: ConvMap, placement: Placement) -> nn.Module:
             **on_meta,
         )
         weight = m.weight
-    memory_format = placement.memory_format if weight.dim() == 4 else torch.contiguous_format
-    module.weight = nn.Parameter(weight.to(**factory, copy=True).contiguous(memory_format=memory_format))
+    module.weight = nn.Parameter(weight if weight is m.weight else placement.place(weight))
     if bias:
-        module.bias = nn.Parameter(m.bias.to(**factory, copy=True))
+        module.bias = nn.Parameter(m.bias)
     return module
 
 
@@ -87,13 +87,13 @@ def _explicit_padding(m: ConvMap) -> tuple[list[int], str] | None:
     return torch_padding(m.padding), ("constant" if m.padding_mode == "zeros" else m.padding_mode)
 
 
-def _module_name(region: Region, owner: nn.Module, taken: dict[str, nn.Module]) -> str:
+def _module_name(region: Region, paths: Paths, taken: dict[str, nn.Module]) -> str:
     """The name of the module it replaces, or ``<common prefix>.fused``; never one in use.
 
     A replaced module's name is free: the region's nodes were its only callers.
     """
     calls = [n.target for n in region.members if n.op == "call_module"]
-    weighted = [t for t in calls if isinstance(fetch_attr(owner, t), (_ConvNd, nn.Linear))]
+    weighted = [t for t in calls if isinstance(paths[t], (_ConvNd, nn.Linear))]
     if len(weighted) == 1 and weighted[0] not in taken:
         return weighted[0]
     paths = [t.split(".") for t in calls]
@@ -108,7 +108,7 @@ def _module_name(region: Region, owner: nn.Module, taken: dict[str, nn.Module]) 
             prefix.pop()  # the prefix is a module being replaced, not its parent
     base = ".".join(prefix + ["fused"])
     name, suffix = base, 0
-    while name in taken or holds_attribute(owner, name):
+    while name in taken or name in paths:
         suffix += 1
         name = f"{base}_{suffix}"
     return name
@@ -149,14 +149,14 @@ class Rewrite:
     built: dict[str, nn.Module]
     merges: list[Merge]
 
-    def module(self, owner: nn.Module, class_name: str) -> GraphModule:
-        """A new ``GraphModule`` running the graph, holding the built modules and ``owner``'s others.
+    def module(self, paths: Paths, class_name: str) -> GraphModule:
+        """A new ``GraphModule`` running the graph, holding the built modules and the others of ``paths``.
 
-        ``owner``'s modules and tensors are held as they are, not copied.
+        The modules and tensors of ``paths.owner`` are held as they are, not copied.
         """
-        attributes = {t: self.built[t] if t in self.built else fetch_attr(owner, t) for t in _targets(self.graph)}
+        attributes = {t: self.built[t] if t in self.built else paths[t] for t in _targets(self.graph)}
         gm = GraphModule(attributes, self.graph, class_name)
-        gm.training = owner.training
+        gm.training = paths.owner.training
         gm.graph.lint()
         return gm
 
@@ -169,10 +169,10 @@ class Rewrite:
         gm.recompile()
 
 
-def rewrite(graph: Graph, owner: nn.Module, analysis: Analysis) -> Rewrite:
+def rewrite(graph: Graph, paths: Paths, analysis: Analysis) -> Rewrite:
     """Replace each region worth it in ``graph`` (in place) by one new module.
 
-    ``owner`` holds the modules the graph calls; it is not changed.
+    ``paths`` holds the modules the graph calls; they are not changed.
     """
     built: dict[str, nn.Module] = {}
     replaced: dict[Node, Node] = {}
@@ -183,12 +183,12 @@ def rewrite(graph: Graph, owner: nn.Module, analysis: Analysis) -> Rewrite:
         root = region.root
         while root in replaced:
             root = replaced[root]
-        members = tuple(describe(n, owner) for n in region.members)
+        members = tuple(describe(n, paths) for n in region.members)
         m = region.map
         if m is None:
             new, name, result = root, None, "identity"
         else:
-            name = _module_name(region, owner, built)
+            name = _module_name(region, paths, built)
             built[name] = build_module(m, region.placement)
             with graph.inserting_before(region.sink):
                 source = root

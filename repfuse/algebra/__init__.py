@@ -23,7 +23,7 @@ from .cost import ZERO, Cost, cost, elementwise_cost
 from .evaluate import apply, torch_padding
 from .groups import expand_groups
 from .uniform import avg_pool, depthwise, is_identity, lift_rank, pad, scalar_affine
-from .window import Window, common_window, embed, padding_mode_of, placement, window_mode, window_of
+from .window import Window, common_window, embed, padding_mode_of, window_of
 
 __all__ = [
     "FOLD_DTYPE",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .convmap import FOLD_DTYPE, ConvMap, Refused
+from .convmap import FOLD_DTYPE, ConvMap, Refused, in_fold_dtype
 
 Scalar = float | int
 
@@ -39,18 +39,20 @@ def scale_shift(m: ConvMap, scale: Tensor | Scalar | None = None, shift: Tensor 
     weight, bias = m.weight, m.bias
     if scale is not None:
         s = channel_vector(scale, channels, weight)
+        # A float64 copy scaled in place: arithmetic between float32 and float64
+        # tensors takes a slow path in torch, ten times slower than the conversion.
+        weight = weight.to(FOLD_DTYPE, memory_format=torch.contiguous_format, copy=True)
         if m.transposed:
             # conv_transpose weight: [C_in, C_out/G, *k]; output channel o = g*(C_out/G) + j.
             in_channels, per_group = weight.shape[0], weight.shape[1]
-            grouped = weight.reshape(m.groups, in_channels // m.groups, per_group, -1)
-            factor = s.reshape(m.groups, 1, per_group, 1)
-            weight = (grouped * factor).reshape(weight.shape)
+            grouped = weight.view(m.groups, in_channels // m.groups, per_group, -1)
+            grouped.mul_(s.view(m.groups, 1, per_group, 1))
         else:
-            weight = weight * s.reshape((channels,) + (1,) * (weight.dim() - 1))
-        bias = None if bias is None else bias * s
+            weight.mul_(s.view((channels,) + (1,) * (weight.dim() - 1)))
+        bias = None if bias is None else bias.to(FOLD_DTYPE, copy=True).mul_(s)
     if shift is not None:
         t = channel_vector(shift, channels, weight)
-        bias = t if bias is None else bias + t
+        bias = t if bias is None else in_fold_dtype(bias) + t
     return m.with_(weight=weight, bias=bias)
 
 

@@ -123,7 +123,7 @@ def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
     bias = None
     for m in maps:
         if m.bias is not None:
-            bias = m.bias.to(FOLD_DTYPE, copy=True) if bias is None else bias + m.bias
+            bias = m.bias.to(FOLD_DTYPE, copy=True) if bias is None else bias.add_(in_fold_dtype(m.bias))
     return ConvMap(weight, bias, first.stride, window.padding, window.dilation, groups, window_mode(window, mode))
 
 
@@ -137,12 +137,13 @@ def add_regrouped(weight: torch.Tensor, groups: int, m: ConvMap, where: tuple[sl
     ratio = m.groups // groups
     out_per_group, in_per_group = m.out_channels // m.groups, m.weight.shape[1]
     target = weight[(slice(None), slice(None), *where)]
+    source = in_fold_dtype(m.weight)  # float64 + float32 in place takes a slow path in torch
     if ratio == 1:
-        target += m.weight
+        target += source
         return
     blocks = target.view(groups, ratio, out_per_group, ratio, in_per_group, *target.shape[2:])
     diagonal = torch.diagonal(blocks, dim1=1, dim2=3)  # [G', C_out/G, C_in/G, *k, G/G']
-    source = m.weight.view(groups, ratio, out_per_group, in_per_group, *m.kernel_size)
+    source = source.view(groups, ratio, out_per_group, in_per_group, *m.kernel_size)
     diagonal += source.movedim(1, -1)
 
 

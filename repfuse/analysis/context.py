@@ -9,7 +9,6 @@ from torch.fx import Node
 
 from ..algebra import ConvMap, Cost, require
 from ..value import Value, one_root
-from .paths import fetch_attr
 from .ranks import node_shape
 
 if TYPE_CHECKING:

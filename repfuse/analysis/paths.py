@@ -7,18 +7,29 @@ from typing import Any
 from torch import nn
 
 
-def fetch_attr(owner: nn.Module, target: str) -> Any:
-    """The object at ``target`` in ``owner``, e.g. ``owner.layer1.weight`` (``AttributeError`` if none)."""
-    obj: Any = owner
-    for name in target.split("."):
-        obj = getattr(obj, name)
-    return obj
+class Paths:
+    """The objects at paths in ``owner``, each path looked up once.
 
+    ``owner`` must not change while this is in use (the pass reads the caller's model,
+    which it never changes).
+    """
 
-def holds_attribute(owner: nn.Module, target: str) -> bool:
-    """Whether ``owner`` has an object at ``target``."""
-    try:
-        fetch_attr(owner, target)
-    except AttributeError:
-        return False
-    return True
+    def __init__(self, owner: nn.Module):
+        self.owner = owner
+        self._found: dict[str, Any] = {"": owner}
+
+    def __getitem__(self, target: str) -> Any:
+        """The object at ``target`` (``AttributeError`` if none)."""
+        try:
+            return self._found[target]
+        except KeyError:
+            prefix, _, name = target.rpartition(".")
+            found = self._found[target] = getattr(self[prefix], name)
+            return found
+
+    def __contains__(self, target: str) -> bool:
+        try:
+            self[target]
+        except AttributeError:
+            return False
+        return True

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.fx import Node
 
-from .paths import fetch_attr
+from .paths import Paths
 
 
 def _flattened_ndim(start_dim: object, end_dim: object) -> int | None:
@@ -27,13 +27,13 @@ def node_shape(node: Node) -> tuple[int, ...] | None:
     return None
 
 
-def known_ndim(node: Node, owner: nn.Module) -> int | None:
+def known_ndim(node: Node, paths: Paths) -> int | None:
     """``node``'s tensor rank from shape propagation, or from a flatten/view/reshape."""
     shape = node_shape(node)
     if shape is not None:
         return len(shape)
     if node.op == "call_module":
-        module = fetch_attr(owner, node.target)
+        module = paths[node.target]
         if isinstance(module, nn.Flatten):
             return _flattened_ndim(module.start_dim, module.end_dim)
         return None

@@ -26,7 +26,7 @@ from ..rules import REGISTRY, Opaque, Registry
 from ..value import Refusal, Value
 from .constants import Constants
 from .context import NodeContext
-from .paths import fetch_attr
+from .paths import Paths
 from .policy import CostPolicy, MaximalPolicy
 from .ranks import known_ndim, node_shape
 
@@ -41,13 +41,20 @@ class Placement:
     device: torch.device
     memory_format: torch.memory_format = torch.contiguous_format
 
+    def place(self, tensor: Tensor | None) -> Tensor | None:
+        """A new tensor holding ``tensor``'s values where this placement says."""
+        if tensor is None:
+            return None
+        memory_format = self.memory_format if tensor.dim() == 4 else torch.contiguous_format
+        return tensor.to(self.device, self.dtype, copy=True, memory_format=memory_format)
+
 
 @dataclass
 class Region:
     """Ops that together compute ``map`` of ``root``; ``sink`` is the last of them.
 
-    ``map`` is ``None`` where the ops amount to ``root`` itself; its weights are already
-    in the dtype and on the device of ``placement``, those of the ops it replaces.
+    ``map`` is ``None`` where the ops amount to ``root`` itself; its weights are the
+    region's own, placed as ``placement`` says (as the weights of the ops it replaces).
     """
 
     sink: Node
@@ -87,25 +94,21 @@ class Walk:
     released (so that only the maps of unfinished regions are held at any time).
     """
 
-    def __init__(self, graph: Graph, owner: nn.Module, registry: Registry, policy: CostPolicy | MaximalPolicy):
+    def __init__(self, graph: Graph, paths: Paths, registry: Registry, policy: CostPolicy | MaximalPolicy):
         self.graph = graph
-        self.owner = owner
+        self.paths = paths
         self.registry = registry
         self.policy = policy
         self.values: dict[Node, Value] = {}
         self.regions: list[Region] = []
-        self.modules: dict[str, nn.Module] = {}
-        self.constants = Constants(lambda target: fetch_attr(owner, target))
+        self.constants = Constants(paths.__getitem__)
         self._notes: dict[tuple[Node, str], Refusal] = {}
         self._ndims: dict[Node, int | None] = {}
         self._position: dict[Node, int] = {}
         self._pins = self._pin_reasons()
 
     def module_of(self, node: Node) -> nn.Module:
-        module = self.modules.get(node.target)
-        if module is None:
-            module = self.modules[node.target] = fetch_attr(self.owner, node.target)
-        return module
+        return self.paths[node.target]
 
     # -- notes -------------------------------------------------------------------
     def note(self, node: Node, reason: str) -> None:
@@ -117,7 +120,7 @@ class Walk:
 
     def ndim(self, node: Node) -> int | None:
         if node not in self._ndims:
-            self._ndims[node] = known_ndim(node, self.owner)
+            self._ndims[node] = known_ndim(node, self.paths)
         return self._ndims[node]
 
     # -- shared parameters and hooks ---------------------------------------------
@@ -196,11 +199,8 @@ class Walk:
             reason = self.policy.verdict(emitted, self._parts_cost(value, emitted))
         if reason is None:
             placement = self._placement(members)
-            if emitted is not None:  # hold the region's weights as the model will, not in float64
-                emitted = emitted.with_(
-                    weight=emitted.weight.to(placement.dtype),
-                    bias=None if emitted.bias is None else emitted.bias.to(placement.dtype),
-                )
+            if emitted is not None:  # the region's own weights, as the model will hold them
+                emitted = emitted.with_(weight=placement.place(emitted.weight), bias=placement.place(emitted.bias))
             self.regions.append(Region(value.node, value.root, members, emitted, placement))
             return
         if reason:
@@ -277,12 +277,12 @@ class Walk:
 
 def analyze(
     graph: Graph,
-    owner: nn.Module,
+    paths: Paths,
     registry: Registry = REGISTRY,
     policy: CostPolicy | MaximalPolicy | None = None,
 ) -> Analysis:
     """Abstract values for every node of ``graph`` and the regions they form.
 
-    ``owner`` holds the modules and attributes the graph's targets name.
+    ``paths`` holds the modules and attributes the graph's targets name.
     """
-    return Walk(graph, owner, registry, policy or CostPolicy()).run()
+    return Walk(graph, paths, registry, policy or CostPolicy()).run()
