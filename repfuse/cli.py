@@ -80,8 +80,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"{label:{width}}{latency[0]:>12.2f}{latency[1]:>12.2f}")
     print()
     print(
-        f"fused in {fuse_seconds:.2f} s ({len(report.merges)} merges, {len(report.refusals)} refusals); "
-        f"verified against the train-time model; {latency[0] / latency[1]:.2f}x faster "
+        f"fused and verified against the train-time model in {fuse_seconds:.2f} s "
+        f"({len(report.merges)} merges, {len(report.refusals)} refusals); {latency[0] / latency[1]:.2f}x faster "
         f"on {torch.get_num_threads()} threads"
     )
     print("errors are relative to max|output| of the float64 train-time model")
