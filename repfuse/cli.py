@@ -4,7 +4,8 @@
     python -m repfuse fuse MODEL -o OUT --input-shape 1,3,224,224
 
 ``MODEL`` is a file saved with ``torch.save(model)`` or ``package.module:factory``.
-Bad input gets a one-line error naming the fix and exit code 1.
+Bad input gets a one-line error naming the fix and exit code 1.  Each command returns
+its text; only :func:`main`, the program's entry point, writes to the terminal.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ def median_latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup
     return statistics.median(times)
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> str:
+    """The demo's before/after table."""
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     shape = (1, 3, args.size, args.size)
-    print(f"MobileOne-{args.variant.upper()}, train-time form, random weights, input {'x'.join(map(str, shape))}")
     model = calibrate_batch_norms(mobileone(args.variant), (8, 3, args.size, args.size), seed=args.seed)
     x = torch.randn(shape)
 
@@ -70,22 +71,22 @@ def _demo(args: argparse.Namespace) -> int:
         ("adds", before.adds, after.adds),
         ("parameters", before.parameters, after.parameters),
     ]
-    print()
     width = 38
-    print(f"{'':{width}}{'train-time':>12}{'fused':>12}")
-    for label, a, b in rows:
-        print(f"{label:{width}}{a:>12,}{b:>12,}")
-    print(f"{'max relative error (float32)':{width}}{unfused_error:>12.1e}{error:>12.1e}")
-    label = f"latency, batch 1 (ms, median of {args.repeats})"
-    print(f"{label:{width}}{latency[0]:>12.2f}{latency[1]:>12.2f}")
-    print()
-    print(
+    latency_label = f"latency, batch 1 (ms, median of {args.repeats})"
+    lines = [
+        f"MobileOne-{args.variant.upper()}, train-time form, random weights, input {'x'.join(map(str, shape))}",
+        "",
+        f"{'':{width}}{'train-time':>12}{'fused':>12}",
+        *(f"{label:{width}}{a:>12,}{b:>12,}" for label, a, b in rows),
+        f"{'max relative error (float32)':{width}}{unfused_error:>12.1e}{error:>12.1e}",
+        f"{latency_label:{width}}{latency[0]:>12.2f}{latency[1]:>12.2f}",
+        "",
         f"fused and verified against the train-time model in {fuse_seconds:.2f} s "
         f"({len(report.merges)} merges, {len(report.refusals)} refusals); {latency[0] / latency[1]:.2f}x faster "
-        f"on {torch.get_num_threads()} threads"
-    )
-    print("errors are relative to max|output| of the float64 train-time model")
-    return 0
+        f"on {torch.get_num_threads()} threads",
+        "errors are relative to max|output| of the float64 train-time model",
+    ]
+    return "\n".join(lines)
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -130,7 +131,8 @@ def _line(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _fuse(args: argparse.Namespace) -> int:
+def _fuse(args: argparse.Namespace) -> str:
+    """Fuse, verify and save the model; the report and what was done."""
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -154,12 +156,15 @@ def _fuse(args: argparse.Namespace) -> int:
     untraced = next((k for k in report.kept if k.module == ""), None)
     if untraced is not None and not report.merges:
         raise CliError(f"nothing to fuse: {untraced.reason.split(': kept')[0]}")
-    print(report)
-    print()
-    print(f"verified on a random {shape} input: max relative error {error:.2e}")
     torch.save(fused, args.output)
-    print(f"saved the fused model to {args.output} (load it with torch.load(path, weights_only=False))")
-    return 0
+    return "\n".join(
+        [
+            str(report),
+            "",
+            f"verified on a random {shape} input: max relative error {error:.2e}",
+            f"saved the fused model to {args.output} (load it with torch.load(path, weights_only=False))",
+        ]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        text = args.run(args)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -197,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(error).__name__}: {_line(error)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":
