@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 from .analysis.policy import CostPolicy, MaximalPolicy, resolve_policy
 from .errors import FuseError, TrainingModeError, VerificationError
 from .exported import fuse_exported
-from .module_pass import Options, fuse_module
+from .module_pass import Options, collector_paused, fuse_module
 from .report import Report
 from .trace import has_global_hooks
 
@@ -148,7 +148,8 @@ def fuse(
         raise ValueError("verify=True needs example_inputs to run both models on")
     if inputs is not None:
         _check_inputs(model, inputs)
-    fused, report = fuse_module(model, inputs, options)
+    with collector_paused():
+        fused, report = fuse_module(model, inputs, options)
     report.before = replace(report.before, parameters=_parameter_count(model))
     report.after = replace(report.after, parameters=_parameter_count(fused))
     if verify:
@@ -157,7 +158,8 @@ def fuse(
 
 
 def _fuse_program(program: ExportedProgram, inputs: tuple | None, options: Options, verify: bool, return_report: bool):
-    fused, report = fuse_exported(program, inputs, options)
+    with collector_paused():
+        fused, report = fuse_exported(program, inputs, options)
     report.before = replace(report.before, parameters=_parameter_count(program.module()))
     report.after = replace(report.after, parameters=_parameter_count(fused.module()))
     if verify:

@@ -11,8 +11,10 @@ parent once, so that its shapes are known too.
 from __future__ import annotations
 
 import copy
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +39,24 @@ class Options:
     policy: CostPolicy | MaximalPolicy
     concrete_args: dict[str, Any] | None = None
     leaf_modules: Sequence[type | str] = ()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for the duration (and back on after, if it was on).
+
+    The pass makes many small, short-lived objects (nodes, values, maps); each time
+    their count crosses the collector's threshold it would scan every object of the
+    process, the model's modules and tensors included.  Cycles made meanwhile are
+    collected once it is back on.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def propagate_shapes(traced: Traced, inputs: tuple) -> None:

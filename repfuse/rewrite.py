@@ -34,19 +34,32 @@ class Merge:
     result: str
 
 
+def _uninitialised(cls: type[nn.Module], *args, **kwargs) -> nn.Module:
+    """``cls(*args, **kwargs)`` with its parameters on the meta device and not initialised.
+
+    The caller sets the weights; drawing random initial ones (``reset_parameters``,
+    which torch's layers call from ``__init__``) would be wasted work.
+    """
+    module = cls.__new__(cls)
+    object.__setattr__(module, "reset_parameters", lambda: None)  # found before the class's method
+    cls.__init__(module, *args, device="meta", **kwargs)
+    del module.__dict__["reset_parameters"]
+    return module
+
+
 def build_module(m: ConvMap, placement: Placement) -> nn.Module:
     """A new module computing ``m`` (minus any asymmetric padding), holding ``m``'s weights.
 
     ``m``'s weights are a region's own, placed as ``placement`` says.
     """
     bias = m.bias is not None
-    on_meta = dict(dtype=placement.dtype, device="meta")  # no initialisation: the weights are ours
     if m.rank == 0:
         dense = expand_groups(m, 1)
-        module = nn.Linear(m.in_channels, m.out_channels, bias=bias, **on_meta)
+        module = _uninitialised(nn.Linear, m.in_channels, m.out_channels, bias=bias, dtype=placement.dtype)
         weight = dense.weight
     elif m.transposed:
-        module = _CONV_TRANSPOSE[m.rank](
+        module = _uninitialised(
+            _CONV_TRANSPOSE[m.rank],
             m.in_channels,
             m.out_channels,
             m.kernel_size,
@@ -56,12 +69,13 @@ def build_module(m: ConvMap, placement: Placement) -> nn.Module:
             groups=m.groups,
             bias=bias,
             dilation=m.dilation,
-            **on_meta,
+            dtype=placement.dtype,
         )
         weight = m.weight
     else:
         symmetric = all(lo == hi for lo, hi in m.padding)
-        module = _CONV[m.rank](
+        module = _uninitialised(
+            _CONV[m.rank],
             m.in_channels,
             m.out_channels,
             m.kernel_size,
@@ -71,7 +85,7 @@ def build_module(m: ConvMap, placement: Placement) -> nn.Module:
             groups=m.groups,
             bias=bias,
             padding_mode=m.padding_mode if symmetric else "zeros",
-            **on_meta,
+            dtype=placement.dtype,
         )
         weight = m.weight
     module.weight = nn.Parameter(weight if weight is m.weight else placement.place(weight))

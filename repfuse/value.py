@@ -8,7 +8,7 @@ from typing import Iterator
 
 from torch.fx import Node
 
-from .algebra import ZERO, ConvMap, Cost, is_identity, require, scalar_affine
+from .algebra import ZERO, ConvMap, Cost, PendingSum, is_identity, require, scalar_affine
 
 IDENTITY = scalar_affine(1.0)
 RELEASED = scalar_affine(0.0)  # the map of a value whose weights were let go (see Value.released)
@@ -17,6 +17,10 @@ RELEASED = scalar_affine(0.0)  # the map of a value whose weights were let go (s
 @dataclass(frozen=True, eq=False)
 class Value:
     """``node`` computes ``map`` applied to the tensor of ``root``.
+
+    ``form`` is that map, or a sum of maps not computed yet (see
+    :class:`~repfuse.algebra.PendingSum`): ``map`` computes it when first asked for,
+    ``geometry`` tells its shape without computing it.
 
     A ``uniform`` map has one channel and applies to every channel of ``root`` alike
     (identity, scalar affine, padding, average pooling), whatever their number.
@@ -33,7 +37,7 @@ class Value:
     """
 
     root: Node
-    map: ConvMap = IDENTITY
+    form: ConvMap | PendingSum = IDENTITY
     uniform: bool = True
     node: Node | None = None
     parts: tuple["Value", ...] = ()
@@ -49,11 +53,11 @@ class Value:
         A fold (BatchNorm, scale, identity) always pays off when its input does, so its
         input is never emitted apart from it and its float64 weights need not be held.
         """
-        if self.node is None:
+        if self.node is None or self.is_released:
             return self
         return Value(
             root=self.root,
-            map=RELEASED,
+            form=RELEASED,
             uniform=self.uniform,
             node=self.node,
             parts=tuple(part.released() for part in self.parts),
@@ -63,9 +67,19 @@ class Value:
             spatial_dims=self.spatial_dims,
         )
 
+    @functools.cached_property
+    def map(self) -> ConvMap:
+        """The map ``node`` applies to ``root``'s tensor."""
+        return self.form.evaluate() if isinstance(self.form, PendingSum) else self.form
+
+    @property
+    def geometry(self) -> ConvMap:
+        """A map with ``map``'s channels, kernel, stride, padding and groups (its weights may have no values)."""
+        return self.form.geometry if isinstance(self.form, PendingSum) else self.form
+
     @property
     def is_released(self) -> bool:
-        return self.map is RELEASED
+        return self.form is RELEASED
 
     @staticmethod
     def of_root(node: Node) -> "Value":

@@ -160,14 +160,14 @@ def test_fold_batch_norm_refuses_a_channel_mismatch():
 
 # -- sums of branches ------------------------------------------------------------------
 @st.composite
-def branch_pairs(draw):
-    """Two maps with one stride and one extent per dim (outputs of one size)."""
+def branch_pairs(draw, count: int = 2):
+    """``count`` maps with one stride and one extent per dim (outputs of one size)."""
     rank = draw(st.integers(1, 3))
     strides = [draw(st.integers(1, 2)) for _ in range(rank)]
     extents = [draw(st.integers(-2, 2)) for _ in range(rank)]
     channels = 4
     maps = []
-    for _ in range(2):
+    for _ in range(count):
         dims = []
         for s, e in zip(strides, extents):
             k = draw(st.integers(1, 4))
@@ -195,6 +195,25 @@ def test_sum_of_branches_matches_or_refuses_for_padding_modes(pair):
     assert len(reading) <= 1
     assert merged.groups == math.gcd(a.groups, b.groups)
     close(algebra.apply(merged, x), algebra.apply(a, x) + algebra.apply(b, x))
+
+
+@given(maps=branch_pairs(count=3))
+def test_a_pending_chain_of_sums_is_the_sum_of_its_terms(maps):
+    """``(a + b) + c`` kept pending: refused where ``sum_maps([a, b, c])`` is, else equal to it."""
+    a, b, c = maps
+    try:
+        expected = algebra.sum_maps([a, b, c])
+    except Refused:
+        with pytest.raises(Refused):
+            algebra.pending_sum([algebra.pending_sum([a, b]), c])
+        return
+    chain = algebra.pending_sum([algebra.pending_sum([a, b]), c])
+    assert chain.terms == (a, b, c)
+    merged = chain.evaluate()
+    for name in ("kernel_size", "stride", "padding", "dilation", "groups", "padding_mode", "out_channels"):
+        assert getattr(chain.geometry, name) == getattr(merged, name) == getattr(expected, name), name
+    x = input_for(a, size=12)
+    close(algebra.apply(merged, x), algebra.apply(a, x) + algebra.apply(b, x) + algebra.apply(c, x))
 
 
 def test_repvgg_branches_sum_to_one_3x3():

@@ -139,6 +139,28 @@ def test_depthwise_plus_dense_branches_merge_under_the_maximal_policy():
     assert conv.groups == 1
 
 
+class TwoDensePlusDepthwise(nn.Module):
+    """``(a + b) + c``: the cost policy rejects the whole sum but not ``a + b``."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(64, 64, 1), bn(64))
+        self.b = nn.Sequential(nn.Conv2d(64, 64, 1, bias=False), bn(64))
+        self.c = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=64), bn(64))
+
+    def forward(self, x):
+        return self.a(x) + self.b(x) + self.c(x)
+
+
+def test_a_rejected_sum_still_merges_its_first_two_branches():
+    model = prepare(TwoDensePlusDepthwise())
+    x = torch.randn(2, 64, 5, 5, dtype=F64)
+    fused, report = fuse_and_check(model, x, {"conv": 2, "bn": 0, "add": 1}, reason="the cost policy keeps it apart")
+    kernels = sorted(m.kernel_size for m in fused.modules() if isinstance(m, nn.Conv2d))
+    assert kernels == [(1, 1), (3, 3)]
+    assert sorted(len(m.members) for m in report.merges) == [2, 5]  # c with its BN; a, b, their BNs and the add
+
+
 def test_a_custom_cost_policy():
     model = prepare(DepthwisePlusDense())
     generous = repfuse.CostPolicy(traffic_weight=8.0, margin=10.0)

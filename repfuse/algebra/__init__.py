@@ -1,11 +1,12 @@
 """The algebra of convolution maps: pure tensor maths, no ``torch.fx``.
 
-Every function takes and returns :class:`ConvMap` values and raises
-:class:`Refused` (with a reason) where no exact result exists.
+Every function takes and returns :class:`ConvMap` values (or, for a sum whose
+weights are computed later, a :class:`PendingSum`) and raises :class:`Refused`
+(with a reason) where no exact result exists.
 """
 
 from .affine import batch_norm_scale_shift, channel_vector, fold_batch_norm, scale_shift
-from .combine import add, as_forward, compose, concat, sum_maps
+from .combine import PendingSum, add, as_forward, compose, concat, pending_sum, sum_maps
 from .convmap import (
     FOLD_DTYPE,
     PADDING_MODES,
@@ -28,6 +29,7 @@ from .window import Window, common_window, embed, padding_mode_of, window_of
 __all__ = [
     "FOLD_DTYPE",
     "PADDING_MODES",
+    "PendingSum",
     "ConvMap",
     "Cost",
     "Refused",
@@ -58,6 +60,7 @@ __all__ = [
     "linear",
     "pad",
     "padding_mode_of",
+    "pending_sum",
     "require",
     "scalar_affine",
     "scale_shift",

@@ -22,8 +22,13 @@ Scalar = float | int
 
 
 def channel_vector(value: Tensor | Scalar, channels: int, like: Tensor) -> Tensor:
-    """``value`` (a scalar or ``channels`` values) as a float64 vector of length ``channels``."""
+    """``value`` (a scalar or ``channels`` values) as a float64 vector of length ``channels``.
+
+    A float64 vector of that length on ``like``'s device is returned as it is (not copied).
+    """
     if isinstance(value, Tensor):
+        if value.dtype == FOLD_DTYPE and value.shape == (channels,) and value.device == like.device:
+            return value.detach() if value.requires_grad else value
         value = value.detach().to(dtype=FOLD_DTYPE, device=like.device)
         if value.numel() == 1:
             return value.reshape(1).expand(channels).clone()
@@ -37,6 +42,8 @@ def scale_shift(m: ConvMap, scale: Tensor | Scalar | None = None, shift: Tensor 
     """``s[o] * M(x)[o] + t[o]``; ``None`` means scale 1 or shift 0."""
     channels = m.out_channels
     weight, bias = m.weight, m.bias
+    if bias is not None:
+        bias = in_fold_dtype(bias)
     if scale is not None:
         s = channel_vector(scale, channels, weight)
         # A float64 copy scaled in place: arithmetic between float32 and float64
@@ -49,10 +56,11 @@ def scale_shift(m: ConvMap, scale: Tensor | Scalar | None = None, shift: Tensor 
             grouped.mul_(s.view(m.groups, 1, per_group, 1))
         else:
             weight.mul_(s.view((channels,) + (1,) * (weight.dim() - 1)))
-        bias = None if bias is None else bias.to(FOLD_DTYPE, copy=True).mul_(s)
+        if bias is not None:
+            bias = bias * s
     if shift is not None:
         t = channel_vector(shift, channels, weight)
-        bias = t if bias is None else in_fold_dtype(bias) + t
+        bias = t if bias is None else bias + t
     return m.with_(weight=weight, bias=bias)
 
 
@@ -64,12 +72,15 @@ def batch_norm_scale_shift(
     bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Eval-mode BatchNorm as ``(s, t)``: ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s``."""
-    gamma = running_var.new_ones(()) if weight is None else weight.detach()
-    beta = running_var.new_zeros(()) if bias is None else bias.detach()
-    mean, var, gamma, beta = torch.broadcast_tensors(running_mean.detach(), running_var.detach(), gamma, beta)
-    mean, var, gamma, beta = torch.stack([mean, var, gamma, beta]).to(FOLD_DTYPE)
-    scale = torch.rsqrt(var + eps) * gamma
-    return scale, beta - mean * scale
+    gamma = running_var.new_ones(()) if weight is None else weight
+    beta = running_var.new_zeros(()) if bias is None else bias
+    # Detached: the statistics may be parameters, and their fold is a constant.
+    statistics = [t.detach() if t.requires_grad else t for t in (running_mean, running_var, gamma, beta)]
+    if any(t.shape != running_var.shape for t in statistics):
+        statistics = torch.broadcast_tensors(*statistics)
+    mean, var, gamma, beta = torch.stack(statistics).to(FOLD_DTYPE).unbind()
+    scale = var.add_(eps).rsqrt_().mul_(gamma)  # ``var`` is a row of a new tensor
+    return scale, torch.addcmul(beta, mean, scale, value=-1)
 
 
 def fold_batch_norm(

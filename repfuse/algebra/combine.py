@@ -4,7 +4,9 @@ Sum.  ``(A + B)(x) = conv(x, embed(W_A) + embed(W_B), b_A + b_B)`` over the comm
 window of A and B (see :mod:`.window`), after both are written with the greatest
 common divisor of their groups (see :mod:`.groups`).  Exact when the strides are
 equal, the extents are equal, the taps share a lattice, and the branches that read
-padding read the same padding mode.
+padding read the same padding mode.  A sum may be checked now and computed later
+(:func:`pending_sum`), so that a chain of additions makes one new kernel, not one
+per addition.
 
 Composition.  Applying A then B (``B(A(x))``), output ``i`` of the composite reads
 
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from .convmap import FOLD_DTYPE, ConvMap, in_fold_dtype, require
 from .groups import expand_groups
-from .window import common_window, embed, padding_mode_of, placement, window_mode
+from .window import Window, common_window, embed, padding_mode_of, placement, window_mode
 
 
 def as_forward(m: ConvMap) -> ConvMap:
@@ -93,8 +96,9 @@ def _require_padding_commutes(first: ConvMap, second: ConvMap) -> None:
     )
 
 
-def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
-    """``sum_k M_k(x)``: one convolution computing the sum of branches on one input."""
+def _sum_layout(maps: Sequence[ConvMap]) -> tuple[list[ConvMap], Window, str, int, list[tuple[slice, ...]]]:
+    """The branches as convolutions, their common window, padding mode and groups, and
+    where each one's taps go; refuses branches that do not sum to one convolution."""
     maps = [as_forward(m) for m in maps]
     first = maps[0]
     for m in maps[1:]:
@@ -109,7 +113,13 @@ def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
     window = common_window(maps)
     mode = padding_mode_of(maps)
     groups = math.gcd(*(m.groups for m in maps))
-    slices = [placement(m, window, mode) for m in maps]
+    return maps, window, mode, groups, [placement(m, window, mode) for m in maps]
+
+
+def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
+    """``sum_k M_k(x)``: one convolution computing the sum of branches on one input."""
+    maps, window, mode, groups, slices = _sum_layout(maps)
+    first = maps[0]
     shape = (first.out_channels, first.in_channels // groups) + window.kernel_size
     full = [m.kernel_size == window.kernel_size and m.groups == groups for m in maps]
     start = full.index(True) if any(full) else None
@@ -125,6 +135,49 @@ def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
         if m.bias is not None:
             bias = m.bias.to(FOLD_DTYPE, copy=True) if bias is None else bias.add_(in_fold_dtype(m.bias))
     return ConvMap(weight, bias, first.stride, window.padding, window.dilation, groups, window_mode(window, mode))
+
+
+@dataclass(frozen=True, eq=False)
+class PendingSum:
+    """``sum_k M_k(x)`` over ``terms``, checked but not yet computed.
+
+    ``geometry`` is a map with the sum's channels, kernel, stride, padding and groups;
+    its weight's values are not the sum's and are never read (it may live on the meta
+    device).  A chain of additions
+    ``((a + b) + c) + d`` becomes one pending sum of its four terms, computed once by
+    :meth:`evaluate` (one ``sum_maps`` instead of a new float64 kernel at each ``+``).
+    """
+
+    terms: tuple[ConvMap, ...]
+    geometry: ConvMap
+
+    def evaluate(self) -> ConvMap:
+        return sum_maps(self.terms)
+
+
+def pending_sum(operands: Sequence[ConvMap | PendingSum]) -> PendingSum:
+    """The sum of ``operands`` (maps, or sums not yet computed), checked as :func:`sum_maps` checks it."""
+    terms = tuple(t for o in operands for t in (o.terms if isinstance(o, PendingSum) else (o,)))
+    shapes = [o.geometry if isinstance(o, PendingSum) else o for o in operands]
+    shapes, window, mode, groups, _ = _sum_layout(shapes)
+    first = shapes[0]
+    geometry = ConvMap(
+        _shape_only(first, (first.out_channels, first.in_channels // groups) + window.kernel_size),
+        None,
+        first.stride,
+        window.padding,
+        window.dilation,
+        groups,
+        window_mode(window, mode),
+    )
+    return PendingSum(terms, geometry)
+
+
+def _shape_only(m: ConvMap, shape: tuple[int, ...]) -> torch.Tensor:
+    """A weight of ``shape`` without values: ``m``'s own where it has that shape (it is not read)."""
+    if tuple(m.weight.shape) == shape:
+        return m.weight
+    return torch.empty(shape, dtype=FOLD_DTYPE, device="meta")
 
 
 def add_regrouped(weight: torch.Tensor, groups: int, m: ConvMap, where: tuple[slice, ...]) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 from torch.fx import Node
 
-from ..algebra import ConvMap, Cost, require
+from ..algebra import ConvMap, Cost, PendingSum, require
 from ..value import Value, one_root
 from .ranks import node_shape
 
@@ -74,7 +74,7 @@ class NodeContext:
 
     def make(
         self,
-        map: ConvMap,
+        map: ConvMap | PendingSum,
         inputs: tuple[Value, ...],
         *,
         cost: Cost,
@@ -88,7 +88,7 @@ class NodeContext:
             spatial_dims = next((v.spatial_dims for v in inputs if v.spatial_dims is not None), None)
         value = Value(
             root=one_root(inputs),
-            map=map,
+            form=map,
             uniform=uniform,
             node=self.node,
             parts=tuple(v.released() for v in inputs) if fold else tuple(inputs),

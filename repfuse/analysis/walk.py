@@ -241,9 +241,9 @@ class Walk:
         if not value.uniform:
             return value.map, None
         shape = node_shape(value.node)
-        if value.map.rank == 0 or not merges:
+        if value.geometry.rank == 0 or not merges:
             return None, ""
-        if shape is None or len(shape) - 2 < value.map.rank:
+        if shape is None or len(shape) - 2 < value.geometry.rank:
             return None, "it treats every channel alike and their number is unknown (pass example_inputs)"
         return depthwise(lift_rank(value.map, len(shape) - 2), int(shape[1])), None
 

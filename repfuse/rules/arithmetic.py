@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.fx import Node
 
-from ..algebra import ZERO, elementwise_cost, require, scale_shift, sum_maps
+from ..algebra import ZERO, ConvMap, PendingSum, elementwise_cost, pending_sum, require, scale_shift, sum_maps
 from ..value import Value, one_root
 from .common import aligned, as_channels, per_channel, scaled
 from .registry import REGISTRY, Opaque, RuleContext, bind, rule
@@ -82,12 +82,16 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
     if not values:
         raise Opaque()  # arithmetic on constants
     one_root(values)
-    maps, costs, uniform = aligned(values)
-    maps = [m if factor == 1 else scale_shift(m, factor) for m, factor in zip(maps, factors)]
-    merged = sum_maps(maps) if len(maps) > 1 else maps[0]
+    forms, costs, uniform = aligned(values, pending=True)
+    forms = [f if factor == 1 else scale_shift(_computed(f), factor) for f, factor in zip(forms, factors)]
+    if len(forms) == 1:
+        merged = forms[0]
+    else:  # a sum of branches is computed once, where the chain of sums ends
+        merged = sum_maps(forms) if uniform else pending_sum(forms)
     cost = sum(costs, ZERO)
     if len(terms) > 1 or factors != [1]:
-        cost = cost + elementwise_cost(1 if uniform else merged.out_channels, len(terms))
+        channels = 1 if uniform else (merged.geometry if isinstance(merged, PendingSum) else merged).out_channels
+        cost = cost + elementwise_cost(channels, len(terms))
     shift, rank = None, None
     spatial_dims = next((v.spatial_dims for v in values if v.spatial_dims is not None), None)
     summed = Value(values[0].root, merged, uniform, cost=cost, spatial_dims=spatial_dims)
@@ -108,13 +112,18 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
     return _shifted(ctx, summed, tuple(values), shift, rank, via)
 
 
+def _computed(form: ConvMap | PendingSum) -> ConvMap:
+    return form.evaluate() if isinstance(form, PendingSum) else form
+
+
 def _shifted(ctx: RuleContext, summed: Value, values: tuple[Value, ...], shift, rank, via) -> Value:
     """``summed + shift`` made as this node's value, merging ``values``."""
     if summed.uniform and isinstance(shift, Tensor):
-        m, cost = as_channels(summed, shift.numel(), max(rank or 0, summed.map.rank))
+        m, cost = as_channels(summed, shift.numel(), max(rank or 0, summed.geometry.rank))
         return ctx.make(scale_shift(m, None, shift), values, cost=cost, uniform=False, via=via)
     if isinstance(shift, Tensor):
-        require(shift.numel() == summed.map.out_channels, f"{shift.numel()} shifts for {summed.map.out_channels} channels")
+        channels = summed.geometry.out_channels
+        require(shift.numel() == channels, f"{shift.numel()} shifts for {channels} channels")
     return ctx.make(scale_shift(summed.map, None, shift), values, cost=summed.cost, uniform=summed.uniform, via=via)
 
 

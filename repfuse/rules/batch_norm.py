@@ -59,7 +59,7 @@ def fold(
         require(ndim is not None, "the rank of BatchNorm's input is unknown (pass example_inputs)")
         m, base = as_channels(value, channels, ndim - 2)
     else:
-        rank = value.map.rank
+        rank = value.geometry.rank
         require(
             ndim is not None,
             "BatchNorm1d after a linear layer folds only on 2-D input, and this input's rank "
@@ -70,8 +70,8 @@ def fold(
             f"BatchNorm normalises dim 1, but the channels of the {ndim}-D tensor it reads are on dim {ndim - rank - 1}",
         )
         require(
-            channels == value.map.out_channels,
-            f"BatchNorm has {channels} features but its input has {value.map.out_channels} channels",
+            channels == value.geometry.out_channels,
+            f"BatchNorm has {channels} features but its input has {value.geometry.out_channels} channels",
         )
         m, base = value.map, value.cost
     return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), fold=True)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..algebra import (
     ConvMap,
+    PendingSum,
     Cost,
     Refused,
     channel_vector,
@@ -50,25 +51,39 @@ def value_ndim(ctx: RuleContext, value: Value) -> int | None:
 def as_channels(value: Value, channels: int, rank: int) -> tuple[ConvMap, Cost]:
     """``value``'s map and cost over ``rank`` spatial dims and ``channels`` channels."""
     if not value.uniform:
-        require(value.map.rank == rank, f"a rank-{value.map.rank} map meets a rank-{rank} map")
+        _require_rank(value, rank)
         return value.map, value.cost
     return depthwise(lift_rank(value.map, rank), channels), value.cost * channels
 
 
-def aligned(values: Sequence[Value]) -> tuple[list[ConvMap], list[Cost], bool]:
+def _require_rank(value: Value, rank: int) -> None:
+    require(value.geometry.rank == rank, f"a rank-{value.geometry.rank} map meets a rank-{rank} map")
+
+
+def aligned(values: Sequence[Value], pending: bool = False) -> tuple[list[ConvMap | PendingSum], list[Cost], bool]:
     """The values' maps over one rank and one channel count, their costs, and whether uniform.
 
     Uniform maps take the channel count and rank of the others; if all are uniform
-    they stay one-channel maps, lifted to their largest rank.
+    they stay one-channel maps, lifted to their largest rank.  With ``pending``, a
+    value that is a sum not computed yet is returned as that sum (see
+    :class:`~repfuse.algebra.PendingSum`), so that a chain of sums is computed once.
     """
     concrete = [v for v in values if not v.uniform]
     if not concrete:
         rank = max(v.map.rank for v in values)
         return [lift_rank(v.map, rank) for v in values], [v.cost for v in values], True
-    rank = concrete[0].map.rank
-    channels = concrete[0].map.in_channels
-    pairs = [as_channels(v, channels, rank) for v in values]
-    return [m for m, _ in pairs], [c for _, c in pairs], False
+    rank = concrete[0].geometry.rank
+    channels = concrete[0].geometry.in_channels
+    forms, costs = [], []
+    for v in values:
+        if pending and not v.uniform:
+            _require_rank(v, rank)
+            form, c = v.form, v.cost
+        else:
+            form, c = as_channels(v, channels, rank)
+        forms.append(form)
+        costs.append(c)
+    return forms, costs, False
 
 
 def then(
@@ -136,15 +151,15 @@ def per_channel(ctx: RuleContext, value: Value, constant: Any, what: str) -> tup
     require(len(varying) == 1, f"{what} of shape {shape} varies along more than the channel dim")
     axis = varying[0]  # channels sit on dim -axis
     rank = axis - 1
-    expected = value.map.rank + 1 if not value.uniform else value.spatial_dims and value.spatial_dims + 1
+    expected = value.geometry.rank + 1 if not value.uniform else value.spatial_dims and value.spatial_dims + 1
     if expected:
         require(
             axis == expected,
             f"{what} of shape {shape} varies along dim -{axis}, but the channels are on dim -{expected}",
         )
     require(
-        axis > value.map.rank,
-        f"{what} of shape {shape} varies along dim -{axis}, one of the {value.map.rank} spatial dims",
+        axis > value.geometry.rank,
+        f"{what} of shape {shape} varies along dim -{axis}, one of the {value.geometry.rank} spatial dims",
     )
     if ndim is None:
         require(
@@ -165,7 +180,7 @@ def scaled(
     vectors = [t for t in (scale, shift) if isinstance(t, Tensor)]
     if value.uniform and vectors:
         channels = vectors[0].numel()
-        m, base = as_channels(value, channels, max(channels_rank or 0, value.map.rank))
+        m, base = as_channels(value, channels, max(channels_rank or 0, value.geometry.rank))
         uniform = False
     else:
         m, base, uniform = value.map, value.cost, value.uniform

@@ -18,7 +18,7 @@ def _module_input(input) -> None: ...
 def passthrough(ctx: RuleContext, arg) -> Value:
     """This node's value when it returns its argument as it is."""
     value = ctx.value(arg)
-    return ctx.make(value.map, (value,), cost=value.cost, uniform=value.uniform, fold=True)
+    return ctx.make(value.form, (value,), cost=value.cost, uniform=value.uniform, fold=True)
 
 
 @rule(nn.Identity)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.fx import Node
 
-from ..algebra import ConvMap, Cost, Refused
+from ..algebra import ConvMap, Cost, PendingSum, Refused
 from ..value import Value
 
 
@@ -51,7 +51,7 @@ class RuleContext(Protocol):
 
     def make(
         self,
-        map: ConvMap,
+        map: ConvMap | PendingSum,
         inputs: tuple[Value, ...],
         *,
         cost: Cost,
@@ -62,6 +62,8 @@ class RuleContext(Protocol):
         fold: bool = False,
     ) -> Value:
         """This node's value: ``map`` of the common root of ``inputs``, merging those that are not roots.
+
+        ``map`` may be a sum not computed yet (:func:`~repfuse.algebra.pending_sum`).
 
         ``cost`` is what the merged ops cost as they are; ``convolves`` says this op is a
         convolution, linear layer or pooling (so that the region is worth a new conv);
