@@ -17,7 +17,7 @@ and returns them so.  The caller casts results back to the model's dtype.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -54,11 +54,26 @@ class ConvMap:
     padding_mode: str = "zeros"
     transposed: bool = False
     output_padding: tuple[int, ...] = ()
+    # Read from the weight's shape once, when the map is made (``rank``: the number of
+    # spatial dims, 0 for a linear layer):
+    rank: int = field(init=False, repr=False)
+    kernel_size: tuple[int, ...] = field(init=False, repr=False)
+    in_channels: int = field(init=False, repr=False)
+    out_channels: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        rank = self.weight.dim() - 2
+        shape = tuple(self.weight.shape)
+        rank = len(shape) - 2
         if rank < 0:
-            raise ValueError(f"weight must have at least 2 dims, got shape {tuple(self.weight.shape)}")
+            raise ValueError(f"weight must have at least 2 dims, got shape {shape}")
+        if self.transposed:
+            in_channels, out_channels = shape[0], shape[1] * self.groups
+        else:
+            in_channels, out_channels = shape[1] * self.groups, shape[0]
+        object.__setattr__(self, "rank", rank)
+        object.__setattr__(self, "kernel_size", shape[2:])
+        object.__setattr__(self, "in_channels", in_channels)
+        object.__setattr__(self, "out_channels", out_channels)
         for name in ("stride", "padding", "dilation"):
             if len(getattr(self, name)) != rank:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for a rank-{rank} map")
@@ -69,33 +84,12 @@ class ConvMap:
                 raise ValueError("a transposed map needs one output_padding per spatial dim")
             if self.padding_mode != "zeros" or any(lo != hi for lo, hi in self.padding):
                 raise ValueError("a transposed map pads symmetrically with zeros")
-        if self.weight.shape[0] % self.groups:
+        if shape[0] % self.groups:
             raise ValueError(f"groups={self.groups} does not divide the weight's leading dim")
         if self.bias is not None and self.bias.shape != (self.out_channels,):
             raise ValueError(f"bias shape {tuple(self.bias.shape)} != ({self.out_channels},)")
 
     # -- shape -----------------------------------------------------------------
-    @property
-    def rank(self) -> int:
-        """Number of spatial dims (0 for a linear layer)."""
-        return self.weight.dim() - 2
-
-    @property
-    def kernel_size(self) -> tuple[int, ...]:
-        return tuple(self.weight.shape[2:])
-
-    @property
-    def in_channels(self) -> int:
-        if self.transposed:
-            return self.weight.shape[0]
-        return self.weight.shape[1] * self.groups
-
-    @property
-    def out_channels(self) -> int:
-        if self.transposed:
-            return self.weight.shape[1] * self.groups
-        return self.weight.shape[0]
-
     @property
     def reads_padding(self) -> bool:
         return any(lo or hi for lo, hi in self.padding)

@@ -44,6 +44,12 @@ def window_of(m: ConvMap) -> Window:
     return Window(m.padding, m.kernel_size, m.dilation)
 
 
+def _extent(m: ConvMap, dim: int) -> int:
+    """``lo + hi - (k-1)*d`` of ``m`` along ``dim``."""
+    lo, hi = m.padding[dim]
+    return lo + hi - (m.kernel_size[dim] - 1) * m.dilation[dim]
+
+
 def _taps(m: ConvMap, dim: int) -> tuple[int, int, int]:
     """``(first offset, step, count)`` of ``m``'s taps along ``dim``."""
     k = m.kernel_size[dim]
@@ -64,9 +70,15 @@ def common_window(maps: Sequence[ConvMap]) -> Window:
             m.stride == first_map.stride,
             f"branches have different strides {first_map.stride} and {m.stride}",
         )
+    if all(
+        m.padding == first_map.padding and m.kernel_size == first_map.kernel_size and m.dilation == first_map.dilation
+        for m in maps
+    ):
+        kernel = first_map.kernel_size  # one geometry: its own window (a 1-tap dim has dilation 1)
+        return Window(first_map.padding, kernel, tuple(d if k > 1 else 1 for k, d in zip(kernel, first_map.dilation)))
     padding, kernel, dilation = [], [], []
     for dim in range(first_map.rank):
-        extents = {window_of(m).extent(dim) for m in maps}
+        extents = {_extent(m, dim) for m in maps}
         require(
             len(extents) == 1,
             f"branch outputs differ in size along spatial dim {dim} "
@@ -101,13 +113,15 @@ def placement(m: ConvMap, window: Window, padding_mode: str | None = None) -> tu
         mode == m.padding_mode or not m.reads_padding,
         f"branches pad differently ({m.padding_mode} and {mode})",
     )
+    if m.padding == window.padding and m.kernel_size == window.kernel_size and m.dilation == window.dilation:
+        return (slice(None),) * m.rank  # the window is its own
     slices = []
     for dim in range(m.rank):
         start, step, count = _taps(m, dim)
         lo = window.padding[dim][0]
         lattice = window.dilation[dim]
         require(
-            window_of(m).extent(dim) == window.extent(dim),
+            _extent(m, dim) == window.extent(dim),
             f"outputs differ in size along spatial dim {dim}",
         )
         offset = start + lo
