@@ -152,6 +152,20 @@ def test_fold_batch_norm_into_transposed_conv(rank, cin, cout, groups):
     close(algebra.apply(folded, x), expected)
 
 
+def test_many_batch_norms_at_once_equal_each_on_its_own():
+    statistics = []
+    for channels, eps, affine, dtype in [(3, 1e-5, True, F64), (8, 1e-3, False, torch.float32), (1, 0.1, True, torch.float16)]:
+        mean, var, _, weight, bias = (t.to(dtype) if isinstance(t, torch.Tensor) else t for t in _bn_stats(channels))
+        statistics.append((mean, var, eps, weight if affine else None, bias if affine else None))
+    batched = algebra.batch_norm_scale_shifts(statistics)
+    assert len(batched) == len(statistics)
+    for (scale, shift), one in zip(batched, statistics):
+        alone_scale, alone_shift = algebra.batch_norm_scale_shift(*one)
+        assert scale.dtype == shift.dtype == F64
+        assert torch.equal(scale, alone_scale) and torch.equal(shift, alone_shift)
+    assert algebra.batch_norm_scale_shifts([]) == []
+
+
 def test_fold_batch_norm_refuses_a_channel_mismatch():
     m = algebra.conv(torch.randn(4, 4, 1, 1, dtype=F64))
     with pytest.raises(Refused, match="5 features"):

@@ -5,7 +5,7 @@ weights are computed later, a :class:`PendingSum`) and raises :class:`Refused`
 (with a reason) where no exact result exists.
 """
 
-from .affine import batch_norm_scale_shift, channel_vector, fold_batch_norm, scale_shift
+from .affine import batch_norm_scale_shift, batch_norm_scale_shifts, channel_vector, fold_batch_norm, scale_shift
 from .combine import PendingSum, add, as_forward, compose, concat, pending_sum, sum_maps
 from .convmap import (
     FOLD_DTYPE,
@@ -40,6 +40,7 @@ __all__ = [
     "avg_pool",
     "as_forward",
     "batch_norm_scale_shift",
+    "batch_norm_scale_shifts",
     "channel_affine",
     "channel_vector",
     "common_window",

@@ -13,6 +13,8 @@ shift act on the output, after every border effect has happened.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -81,6 +83,32 @@ def batch_norm_scale_shift(
     mean, var, gamma, beta = torch.stack(statistics).to(FOLD_DTYPE).unbind()
     scale = var.add_(eps).rsqrt_().mul_(gamma)  # ``var`` is a row of a new tensor
     return scale, torch.addcmul(beta, mean, scale, value=-1)
+
+
+def batch_norm_scale_shifts(
+    statistics: Sequence[tuple[Tensor, Tensor, float, Tensor | None, Tensor | None]],
+) -> list[tuple[Tensor, Tensor]]:
+    """:func:`batch_norm_scale_shift` of many BatchNorms, with a few tensor ops for all of them.
+
+    ``statistics`` holds ``(running_mean, running_var, eps, weight, bias)`` per
+    BatchNorm, each tensor one-dimensional with one entry per channel, all on one
+    device.  The results are views of two new float64 tensors.
+    """
+    if not statistics:
+        return []
+    sizes = [mean.numel() for mean, *_ in statistics]
+    columns = [[], [], [], []]
+    for mean, var, _, weight, bias in statistics:
+        columns[0].append(mean)
+        columns[1].append(var)
+        columns[2].append(var.new_ones(var.shape) if weight is None else weight)
+        columns[3].append(var.new_zeros(var.shape) if bias is None else bias)
+    with torch.no_grad():  # the statistics may be parameters; their fold is a constant
+        mean, var, gamma, beta = torch.stack([torch.cat(column) for column in columns]).to(FOLD_DTYPE).unbind()
+        eps = torch.tensor([eps for _, _, eps, _, _ in statistics], dtype=FOLD_DTYPE, device=var.device)
+        scale = var.add_(eps.repeat_interleave(torch.tensor(sizes, device=var.device))).rsqrt_().mul_(gamma)
+        shift = torch.addcmul(beta, mean, scale, value=-1)
+    return list(zip(scale.split(sizes), shift.split(sizes)))
 
 
 def fold_batch_norm(

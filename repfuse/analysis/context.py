@@ -27,6 +27,11 @@ class NodeContext:
     def module(self) -> nn.Module:
         return self._walk.module_of(self.node)
 
+    def prepared(self) -> Any:
+        if self.node.op != "call_module":
+            return None
+        return self._walk.prepared.get(self.module())
+
     def root(self, arg: Any) -> Value:
         require(isinstance(arg, Node), f"expected a tensor, got {arg!r}")
         require(not self.is_constant(arg), f"`{arg.name}` is a constant, not a value computed from the input")

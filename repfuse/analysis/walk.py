@@ -105,6 +105,8 @@ class Walk:
         self._notes: dict[tuple[Node, str], Refusal] = {}
         self._ndims: dict[Node, int | None] = {}
         self._position: dict[Node, int] = {}
+        self._rules: dict[Node, object] = {}
+        self.prepared: dict[nn.Module, object] = {}  # by the rules' preparations (see Registry.register)
         self._pins = self._pin_reasons()
 
     def module_of(self, node: Node) -> nn.Module:
@@ -166,6 +168,7 @@ class Walk:
     def run(self) -> Analysis:
         nodes = list(self.graph.nodes)
         self._position = {node: index for index, node in enumerate(nodes)}
+        self._prepare([node for node in nodes if node.op == "call_module"])
         last_reader = {node: max((self._reader_position(u) for u in node.users), default=-1) for node in nodes}
         for index, node in enumerate(nodes):
             if node.op in _CALLS:
@@ -254,11 +257,30 @@ class Walk:
             return value.cost * emitted.out_channels
         return value.cost
 
+    def _rule(self, node: Node):
+        """The rule for ``node`` (``None``: no rule), or :class:`Refused` with the reason there is none."""
+        if node not in self._rules:
+            try:
+                module = self.module_of(node) if node.op == "call_module" else None
+                self._rules[node] = self.registry.rule_for(node, module)
+            except Refused as refusal:
+                self._rules[node] = refusal
+        return self._rules[node]
+
+    def _prepare(self, calls: list[Node]) -> None:
+        """Run each module rule's preparation once, on all the modules the graph calls with that rule."""
+        modules: dict[object, list[nn.Module]] = {}
+        for node in calls:
+            rule = self._rule(node)
+            if rule in self.registry.preparations:
+                modules.setdefault(rule, []).append(self.module_of(node))
+        for rule, found in modules.items():
+            self.prepared.update(self.registry.preparations[rule](list(dict.fromkeys(found))))
+
     def _visit(self, node: Node) -> None:
-        try:
-            rule = self.registry.rule_for(node, self.module_of(node) if node.op == "call_module" else None)
-        except Refused as refusal:
-            self.note(node, refusal.reason)
+        rule = self._rule(node)
+        if isinstance(rule, Refused):
+            self.note(node, rule.reason)
             return
         if rule is None:
             return

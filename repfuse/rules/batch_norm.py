@@ -18,7 +18,7 @@ import operator
 
 import torch
 
-from ..algebra import batch_norm_scale_shift, elementwise_cost, require, scale_shift
+from ..algebra import batch_norm_scale_shift, batch_norm_scale_shifts, elementwise_cost, require, scale_shift
 from ..value import Value
 from .common import as_channels, value_ndim
 from .identity import passthrough
@@ -47,9 +47,14 @@ def fold(
     weight: Tensor | None,
     bias: Tensor | None,
     ndims: tuple[int, ...] | None = None,
+    scale_and_shift: tuple[Tensor, Tensor] | None = None,
 ) -> Value:
-    """The value of ``BN(value)``; ``ndims`` are the input ranks the op accepts (None: any)."""
-    scale, shift = batch_norm_scale_shift(mean, var, eps, weight, bias)
+    """The value of ``BN(value)``; ``ndims`` are the input ranks the op accepts (None: any).
+
+    ``scale_and_shift`` is :func:`batch_norm_scale_shift` of these statistics where
+    it was computed already (see :func:`batch_norm_modules`).
+    """
+    scale, shift = scale_and_shift or batch_norm_scale_shift(mean, var, eps, weight, bias)
     channels = mean.numel()
     ndim = value_ndim(ctx, value)
     if ndim is None and ndims is not None and len(ndims) == 1:
@@ -77,7 +82,27 @@ def fold(
     return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), fold=True)
 
 
-@rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+def batch_norm_modules(modules: list[nn.Module]) -> dict[nn.Module, tuple[Tensor, Tensor]]:
+    """The folded scale and shift of every BatchNorm module with running statistics, computed at once.
+
+    Modules whose statistics are not one vector each on one device with the rest are
+    left to their own fold.
+    """
+    ready = [
+        m
+        for m in modules
+        if m.running_mean is not None
+        and m.running_var is not None
+        and all(t is None or t.shape == m.running_var.shape == (t.numel(),) for t in (m.running_mean, m.weight, m.bias))
+    ]
+    devices = {m.running_var.device for m in ready}
+    if len(devices) != 1:
+        return {}
+    statistics = [(m.running_mean, m.running_var, m.eps, m.weight, m.bias) for m in ready]
+    return dict(zip(ready, batch_norm_scale_shifts(statistics)))
+
+
+@rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, prepare=batch_norm_modules)
 def batch_norm_module(node: Node, ctx: RuleContext) -> Value:
     """``nn.BatchNormNd`` in eval mode with running statistics."""
     module = ctx.module()
@@ -97,6 +122,7 @@ def batch_norm_module(node: Node, ctx: RuleContext) -> Value:
         module.weight,
         module.bias,
         ndims,
+        ctx.prepared(),
     )
 
 

@@ -49,6 +49,9 @@ class RuleContext(Protocol):
     def note(self, reason: str) -> None:
         """Record why this node did not merge with something it could have."""
 
+    def prepared(self) -> Any:
+        """What the rule's preparation computed for this node's module (``None``: nothing)."""
+
     def make(
         self,
         map: ConvMap | PendingSum,
@@ -75,6 +78,10 @@ class RuleContext(Protocol):
 
 Rule = Callable[[Node, RuleContext], Value]
 
+#: Work a module rule does for all the modules of a graph at once, before the walk:
+#: ``{module: what the rule reads back with RuleContext.prepared()}``.
+Preparation = Callable[[list[nn.Module]], dict[nn.Module, Any]]
+
 
 class Opaque(Exception):
     """Raised by a rule whose op, with these operands, is nothing the analysis merges.
@@ -89,16 +96,21 @@ class Registry:
 
     def __init__(self) -> None:
         self._rules: dict[object, Rule] = {}
+        self.preparations: dict[Rule, Preparation] = {}
         self.gathering_ops: set[object] = set()
 
     def gathering(self, *ops: object) -> None:
         """Declare ``ops`` (``torch.stack``) whose inputs the op reading them may merge (``via``)."""
         self.gathering_ops.update(ops)
 
-    def register(self, *ops: object) -> Callable[[Rule], Rule]:
+    def register(self, *ops: object, prepare: Preparation | None = None) -> Callable[[Rule], Rule]:
+        """Register a rule for ``ops``; ``prepare`` does its work for all the modules it sees at once."""
+
         def decorate(rule: Rule) -> Rule:
             for op in ops:
                 self._rules[op] = rule
+            if prepare is not None:
+                self.preparations[rule] = prepare
             return rule
 
         return decorate
