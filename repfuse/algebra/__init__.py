@@ -6,7 +6,17 @@ weights are computed later, a :class:`PendingSum`) and raises :class:`Refused`
 """
 
 from .affine import batch_norm_scale_shift, batch_norm_scale_shifts, channel_vector, fold_batch_norm, scale_shift
-from .combine import PendingSum, add, as_forward, compose, concat, pending_sum, sum_maps
+from .combine import (
+    PendingSum,
+    add,
+    as_forward,
+    compose,
+    concat,
+    pending_scale_shift,
+    pending_sum,
+    sum_maps,
+    weighted_sum,
+)
 from .convmap import (
     FOLD_DTYPE,
     PADDING_MODES,
@@ -61,11 +71,13 @@ __all__ = [
     "linear",
     "pad",
     "padding_mode_of",
+    "pending_scale_shift",
     "pending_sum",
     "require",
     "scalar_affine",
     "scale_shift",
     "sum_maps",
     "torch_padding",
+    "weighted_sum",
     "window_of",
 ]

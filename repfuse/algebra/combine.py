@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
+from .affine import channel_vector, scale_shift
 from .convmap import FOLD_DTYPE, ConvMap, in_fold_dtype, require
 from .groups import expand_groups
 from .window import Window, common_window, embed, padding_mode_of, placement, window_mode
@@ -118,48 +120,76 @@ def _sum_layout(maps: Sequence[ConvMap]) -> tuple[list[ConvMap], Window, str, in
 
 def sum_maps(maps: Sequence[ConvMap]) -> ConvMap:
     """``sum_k M_k(x)``: one convolution computing the sum of branches on one input."""
+    return weighted_sum(maps, [None] * len(maps))
+
+
+def weighted_sum(maps: Sequence[ConvMap], scales: Sequence[Tensor | None], shift: Tensor | None = None) -> ConvMap:
+    """``sum_k s_k[o] * M_k(x)[o] + t[o]`` as one convolution (``s_k``: float64 vectors or ``None`` for 1).
+
+    Each kernel is added into the sum's float64 kernel scaled as it is read: no scaled
+    copy of it is made.
+    """
     maps, window, mode, groups, slices = _sum_layout(maps)
     first = maps[0]
-    shape = (first.out_channels, first.in_channels // groups) + window.kernel_size
-    full = [m.kernel_size == window.kernel_size and m.groups == groups for m in maps]
-    start = full.index(True) if any(full) else None
-    if start is not None:
-        weight = maps[start].weight.to(FOLD_DTYPE, copy=True)
-    else:
+    whole = [m.kernel_size == window.kernel_size and m.groups == groups for m in maps]
+    start = whole.index(True) if any(whole) else None  # a term that fills the kernel: it starts the sum
+    if start is None:
+        shape = (first.out_channels, first.in_channels // groups) + window.kernel_size
         weight = first.weight.new_zeros(shape, dtype=FOLD_DTYPE)
-    for index, (m, where) in enumerate(zip(maps, slices)):
+    elif scales[start] is None:
+        weight = maps[start].weight.to(FOLD_DTYPE, memory_format=torch.contiguous_format, copy=True)
+    else:
+        weight = _scaled(maps[start].weight, scales[start])
+    bias = None if shift is None else shift.to(FOLD_DTYPE, copy=True)
+    for index, (m, scale, where) in enumerate(zip(maps, scales, slices)):
         if index != start:
-            add_regrouped(weight, groups, m, where)
-    bias = None
-    for m in maps:
+            add_regrouped(weight, groups, m, where, scale)
         if m.bias is not None:
-            bias = m.bias.to(FOLD_DTYPE, copy=True) if bias is None else bias.add_(in_fold_dtype(m.bias))
+            contribution = m.bias if scale is None else in_fold_dtype(m.bias) * scale
+            bias = contribution.to(FOLD_DTYPE, copy=True) if bias is None else bias.add_(contribution)
     return ConvMap(weight, bias, first.stride, window.padding, window.dilation, groups, window_mode(window, mode))
+
+
+def _scaled(weight: Tensor, scale: Tensor) -> Tensor:
+    """``s[o] * W[o]`` as a new contiguous float64 tensor, in one pass over ``W``."""
+    result = torch.mul(weight, scale.view((-1,) + (1,) * (weight.dim() - 1)))
+    return result.to(FOLD_DTYPE, memory_format=torch.contiguous_format)
 
 
 @dataclass(frozen=True, eq=False)
 class PendingSum:
-    """``sum_k M_k(x)`` over ``terms``, checked but not yet computed.
+    """``sum_k s_k[o] * M_k(x)[o] + t[o]``, checked but not yet computed.
 
-    ``geometry`` is a map with the sum's channels, kernel, stride, padding and groups;
-    its weight's values are not the sum's and are never read (it may live on the meta
-    device).  A chain of additions
-    ``((a + b) + c) + d`` becomes one pending sum of its four terms, computed once by
-    :meth:`evaluate` (one ``sum_maps`` instead of a new float64 kernel at each ``+``).
+    ``terms`` are the maps ``M_k``, ``scales`` their per-output-channel float64 scales
+    (``None``: 1) and ``shift`` a float64 vector (``None``: 0).  ``geometry`` is a map
+    with the result's channels, kernel, stride, padding and groups; its weight's values
+    are not the result's and are never read (it may live on the meta device).
+
+    A chain of additions ``((a + b) + c) + d``, and BatchNorms folded into convolutions
+    on the way, become one pending sum, computed once by :meth:`evaluate`: one new
+    float64 kernel for the whole region instead of one per fold and per ``+``.
     """
 
     terms: tuple[ConvMap, ...]
+    scales: tuple[Tensor | None, ...]
+    shift: Tensor | None
     geometry: ConvMap
 
+    @staticmethod
+    def of(form: "ConvMap | PendingSum") -> "PendingSum":
+        """``form`` as a pending sum (a map is a sum of one term)."""
+        return form if isinstance(form, PendingSum) else PendingSum((form,), (None,), None, form)
+
     def evaluate(self) -> ConvMap:
-        return sum_maps(self.terms)
+        if len(self.terms) == 1 and self.terms[0].transposed:  # kept transposed: it may be strided
+            return scale_shift(self.terms[0], self.scales[0], self.shift)
+        return weighted_sum(self.terms, self.scales, self.shift)
 
 
 def pending_sum(operands: Sequence[ConvMap | PendingSum]) -> PendingSum:
     """The sum of ``operands`` (maps, or sums not yet computed), checked as :func:`sum_maps` checks it."""
-    terms = tuple(t for o in operands for t in (o.terms if isinstance(o, PendingSum) else (o,)))
-    shapes = [o.geometry if isinstance(o, PendingSum) else o for o in operands]
-    shapes, window, mode, groups, _ = _sum_layout(shapes)
+    pending = [PendingSum.of(o) for o in operands]
+    shapes, window, mode, groups, _ = _sum_layout([p.geometry for p in pending])
     first = shapes[0]
     geometry = ConvMap(
         _shape_only(first, (first.out_channels, first.in_channels // groups) + window.kernel_size),
@@ -170,7 +200,30 @@ def pending_sum(operands: Sequence[ConvMap | PendingSum]) -> PendingSum:
         groups,
         window_mode(window, mode),
     )
-    return PendingSum(terms, geometry)
+    shifts = [p.shift for p in pending if p.shift is not None]
+    return PendingSum(
+        tuple(t for p in pending for t in p.terms),
+        tuple(s for p in pending for s in p.scales),
+        sum(shifts[1:], shifts[0]) if shifts else None,
+        geometry,
+    )
+
+
+def pending_scale_shift(
+    form: ConvMap | PendingSum, scale: Tensor | float | None = None, shift: Tensor | float | None = None
+) -> PendingSum:
+    """``s[o] * F(x)[o] + t[o]`` of a map or pending sum (as :func:`~.affine.scale_shift`), computed later."""
+    pending = PendingSum.of(form)
+    channels, like = pending.geometry.out_channels, pending.terms[0].weight
+    scales, total = pending.scales, pending.shift
+    if scale is not None:
+        s = channel_vector(scale, channels, like)
+        scales = tuple(s if k is None else k * s for k in scales)
+        total = None if total is None else total * s
+    if shift is not None:
+        t = channel_vector(shift, channels, like)
+        total = t if total is None else total + t
+    return PendingSum(pending.terms, scales, total, pending.geometry)
 
 
 def _shape_only(m: ConvMap, shape: tuple[int, ...]) -> torch.Tensor:
@@ -180,24 +233,32 @@ def _shape_only(m: ConvMap, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(shape, dtype=FOLD_DTYPE, device="meta")
 
 
-def add_regrouped(weight: torch.Tensor, groups: int, m: ConvMap, where: tuple[slice, ...]) -> None:
-    """``weight[:, :, where] += expand_groups(m, groups).weight``, without building the expansion.
+def add_regrouped(
+    weight: Tensor, groups: int, m: ConvMap, where: tuple[slice, ...], scale: Tensor | None = None
+) -> None:
+    """``weight[:, :, where] += s[o] * expand_groups(m, groups).weight``, without building the expansion.
 
     Old group ``r`` of each new group lands on the block diagonal: a view of ``weight``
     as ``[G', G/G', C_out/G, G/G', C_in/G, *k]`` whose diagonal over the two ``G/G'`` axes
-    receives ``m``'s weight.
+    receives ``m``'s weight.  ``scale`` (``None``: 1) is per output channel.
     """
     ratio = m.groups // groups
     out_per_group, in_per_group = m.out_channels // m.groups, m.weight.shape[1]
     target = weight[(slice(None), slice(None), *where)]
-    source = in_fold_dtype(m.weight)  # float64 + float32 in place takes a slow path in torch
     if ratio == 1:
-        target += source
+        if scale is None:
+            target += m.weight
+        else:
+            target.addcmul_(m.weight, scale.view((-1,) + (1,) * (m.weight.dim() - 1)))
         return
     blocks = target.view(groups, ratio, out_per_group, ratio, in_per_group, *target.shape[2:])
     diagonal = torch.diagonal(blocks, dim1=1, dim2=3)  # [G', C_out/G, C_in/G, *k, G/G']
-    source = source.view(groups, ratio, out_per_group, in_per_group, *m.kernel_size)
-    diagonal += source.movedim(1, -1)
+    source = in_fold_dtype(m.weight).view(groups, ratio, out_per_group, in_per_group, *m.kernel_size)
+    source = source.movedim(1, -1)
+    if scale is not None:
+        per_channel = scale.view(groups, ratio, out_per_group).movedim(1, -1)  # [G', C_out/G, G/G']
+        source = source * per_channel.reshape(groups, out_per_group, *(1,) * (m.rank + 1), ratio)
+    diagonal += source
 
 
 def add(a: ConvMap, b: ConvMap) -> ConvMap:

@@ -19,7 +19,16 @@ import torch
 from torch import Tensor
 from torch.fx import Node
 
-from ..algebra import ZERO, ConvMap, PendingSum, elementwise_cost, pending_sum, require, scale_shift, sum_maps
+from ..algebra import (
+    ZERO,
+    PendingSum,
+    elementwise_cost,
+    pending_scale_shift,
+    pending_sum,
+    require,
+    scale_shift,
+    sum_maps,
+)
 from ..value import Value, one_root
 from .common import aligned, as_channels, per_channel, scaled
 from .registry import REGISTRY, Opaque, RuleContext, bind, rule
@@ -83,7 +92,8 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
         raise Opaque()  # arithmetic on constants
     one_root(values)
     forms, costs, uniform = aligned(values, pending=True)
-    forms = [f if factor == 1 else scale_shift(_computed(f), factor) for f, factor in zip(forms, factors)]
+    rescale = scale_shift if uniform else pending_scale_shift  # uniform maps stay maps (one channel each)
+    forms = [f if factor == 1 else rescale(f, factor) for f, factor in zip(forms, factors)]
     if len(forms) == 1:
         merged = forms[0]
     else:  # a sum of branches is computed once, where the chain of sums ends
@@ -112,10 +122,6 @@ def combination(ctx: RuleContext, terms: list[tuple[Any, float]], via: tuple[Nod
     return _shifted(ctx, summed, tuple(values), shift, rank, via)
 
 
-def _computed(form: ConvMap | PendingSum) -> ConvMap:
-    return form.evaluate() if isinstance(form, PendingSum) else form
-
-
 def _shifted(ctx: RuleContext, summed: Value, values: tuple[Value, ...], shift, rank, via) -> Value:
     """``summed + shift`` made as this node's value, merging ``values``."""
     if summed.uniform and isinstance(shift, Tensor):
@@ -124,7 +130,8 @@ def _shifted(ctx: RuleContext, summed: Value, values: tuple[Value, ...], shift, 
     if isinstance(shift, Tensor):
         channels = summed.geometry.out_channels
         require(shift.numel() == channels, f"{shift.numel()} shifts for {channels} channels")
-    return ctx.make(scale_shift(summed.map, None, shift), values, cost=summed.cost, uniform=summed.uniform, via=via)
+    shifted = scale_shift(summed.map, None, shift) if summed.uniform else pending_scale_shift(summed.form, None, shift)
+    return ctx.make(shifted, values, cost=summed.cost, uniform=summed.uniform, via=via)
 
 
 # -- sums and differences ---------------------------------------------------------------

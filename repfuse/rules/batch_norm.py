@@ -18,7 +18,7 @@ import operator
 
 import torch
 
-from ..algebra import batch_norm_scale_shift, batch_norm_scale_shifts, elementwise_cost, require, scale_shift
+from ..algebra import batch_norm_scale_shift, batch_norm_scale_shifts, elementwise_cost, pending_scale_shift, require
 from ..value import Value
 from .common import as_channels, value_ndim
 from .identity import passthrough
@@ -78,8 +78,8 @@ def fold(
             channels == value.geometry.out_channels,
             f"BatchNorm has {channels} features but its input has {value.geometry.out_channels} channels",
         )
-        m, base = value.map, value.cost
-    return ctx.make(scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), fold=True)
+        m, base = value.form, value.cost
+    return ctx.make(pending_scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), fold=True)
 
 
 def batch_norm_modules(modules: list[nn.Module]) -> dict[nn.Module, tuple[Tensor, Tensor]]:

@@ -25,6 +25,7 @@ from ..algebra import (
     depthwise,
     elementwise_cost,
     lift_rank,
+    pending_scale_shift,
     require,
     scale_shift,
 )
@@ -180,14 +181,14 @@ def scaled(
     vectors = [t for t in (scale, shift) if isinstance(t, Tensor)]
     if value.uniform and vectors:
         channels = vectors[0].numel()
-        m, base = as_channels(value, channels, max(channels_rank or 0, value.geometry.rank))
+        form, base = as_channels(value, channels, max(channels_rank or 0, value.geometry.rank))
         uniform = False
+    elif value.uniform:
+        form, base, uniform, channels = value.map, value.cost, True, 1
     else:
-        m, base, uniform = value.map, value.cost, value.uniform
-    channels = 1 if uniform else m.out_channels
+        form, base, uniform, channels = value.form, value.cost, False, value.geometry.out_channels
     for vector in vectors:
-        channel_vector(vector, channels, m.weight)  # refuses a channel-count mismatch
-    return ctx.make(
-        scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), uniform=uniform, fold=True
-    )
+        channel_vector(vector, channels, PendingSum.of(form).terms[0].weight)  # refuses a channel-count mismatch
+    result = scale_shift(form, scale, shift) if uniform else pending_scale_shift(form, scale, shift)
+    return ctx.make(result, (value,), cost=base + elementwise_cost(channels), uniform=uniform, fold=True)
 
