@@ -230,6 +230,50 @@ def test_a_pending_chain_of_sums_is_the_sum_of_its_terms(maps):
     close(algebra.apply(merged, x), algebra.apply(a, x) + algebra.apply(b, x) + algebra.apply(c, x))
 
 
+@given(maps=branch_pairs(count=2), scaled=st.tuples(st.booleans(), st.booleans()), shifted=st.booleans())
+def test_a_pending_sum_of_scaled_branches_is_computed_as_written(maps, scaled, shifted):
+    """``s_a * A + s_b * B + t``, folded lazily (including grouped terms on the block diagonal)."""
+    a, b = maps
+    try:
+        algebra.sum_maps([a, b])
+    except Refused:
+        return
+    channels = a.out_channels
+    s_a, s_b, t = (torch.rand(channels, dtype=F64) + 0.5 for _ in range(3))
+    lazy_a = algebra.pending_scale_shift(a, s_a if scaled[0] else None)
+    lazy_b = algebra.pending_scale_shift(b, s_b if scaled[1] else None, t if shifted else None)
+    merged = algebra.pending_scale_shift(algebra.pending_sum([lazy_a, lazy_b]), 2.0).evaluate()
+    x = input_for(a, size=12)
+    per_channel = lambda v: v.view((1, -1) + (1,) * a.rank)  # noqa: E731
+    expected = algebra.apply(a, x) * (per_channel(s_a) if scaled[0] else 1)
+    expected = expected + algebra.apply(b, x) * (per_channel(s_b) if scaled[1] else 1)
+    expected = 2.0 * (expected + (per_channel(t) if shifted else 0))
+    close(algebra.apply(merged, x), expected)
+
+
+def test_scaled_grouped_branches_land_on_the_block_diagonal_scaled():
+    a = algebra.conv(torch.randn(6, 3, 3, 3, dtype=F64), torch.randn(6, dtype=F64), 1, 1, groups=2)
+    b = algebra.conv(torch.randn(6, 2, 1, 1, dtype=F64), None, 1, 0, groups=3)
+    s_a, s_b = torch.rand(6, dtype=F64) + 0.5, torch.rand(6, dtype=F64) + 0.5
+    merged = algebra.pending_sum([algebra.pending_scale_shift(a, s_a), algebra.pending_scale_shift(b, s_b)]).evaluate()
+    assert merged.groups == 1
+    x = x_for(2, 6)
+    expected = algebra.apply(a, x) * s_a.view(1, -1, 1, 1) + algebra.apply(b, x) * s_b.view(1, -1, 1, 1)
+    close(algebra.apply(merged, x), expected)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_a_pending_fold_into_a_strided_transposed_conv(rank):
+    m = algebra.conv_transpose(torch.randn(4, 3, *(3,) * rank, dtype=F64), torch.randn(6, dtype=F64), 2, 1, 1, 2)
+    mean, var, eps, weight, bias = _bn_stats(6)
+    scale, shift = algebra.batch_norm_scale_shift(mean, var, eps, weight, bias)
+    folded = algebra.pending_scale_shift(m, scale, shift).evaluate()
+    assert folded.transposed and folded.stride == (2,) * rank
+    x = x_for(rank, 4, size=5)
+    expected = F.batch_norm(algebra.apply(m, x), mean, var, weight, bias, False, 0.0, eps)
+    close(algebra.apply(folded, x), expected)
+
+
 def test_repvgg_branches_sum_to_one_3x3():
     dense = algebra.conv(torch.randn(8, 8, 3, 3, dtype=F64), torch.randn(8, dtype=F64), 1, 1)
     point = algebra.conv(torch.randn(8, 8, 1, 1, dtype=F64), torch.randn(8, dtype=F64))
