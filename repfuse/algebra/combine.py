@@ -151,9 +151,15 @@ def weighted_sum(maps: Sequence[ConvMap], scales: Sequence[Tensor | None], shift
 
 
 def _scaled(weight: Tensor, scale: Tensor) -> Tensor:
-    """``s[o] * W[o]`` as a new contiguous float64 tensor, in one pass over ``W``."""
-    result = torch.mul(weight, scale.view((-1,) + (1,) * (weight.dim() - 1)))
-    return result.to(FOLD_DTYPE, memory_format=torch.contiguous_format)
+    """``s[o] * W[o]`` as a new contiguous float64 tensor (one new tensor: scaled in place)."""
+    result = weight.to(FOLD_DTYPE, memory_format=torch.contiguous_format, copy=True)
+    return result.mul_(scale.view((-1,) + (1,) * (weight.dim() - 1)))
+
+
+#: Output channels are added a slice at a time, of about this many elements: arithmetic
+#: on a float32 kernel and a float64 one makes a float64 copy of what it reads, and this
+#: keeps that copy small next to the kernels.
+_SLICE_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,10 +252,15 @@ def add_regrouped(
     out_per_group, in_per_group = m.out_channels // m.groups, m.weight.shape[1]
     target = weight[(slice(None), slice(None), *where)]
     if ratio == 1:
-        if scale is None:
-            target += m.weight
-        else:
-            target.addcmul_(m.weight, scale.view((-1,) + (1,) * (m.weight.dim() - 1)))
+        source = m.weight
+        scale = None if scale is None else scale.view((-1,) + (1,) * (source.dim() - 1))
+        rows = max(1, _SLICE_ELEMENTS // max(1, source[0].numel()))
+        for first in range(0, source.shape[0], rows):
+            part = slice(first, first + rows)
+            if scale is None:
+                target[part] += source[part]
+            else:
+                target[part].addcmul_(source[part], scale[part])
         return
     blocks = target.view(groups, ratio, out_per_group, ratio, in_per_group, *target.shape[2:])
     diagonal = torch.diagonal(blocks, dim1=1, dim2=3)  # [G', C_out/G, C_in/G, *k, G/G']
