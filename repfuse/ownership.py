@@ -45,6 +45,37 @@ def shell(module: nn.Module, memo: dict) -> nn.Module:
     return copy.deepcopy(module, {**memo, **{id(child): child for child in module.children()}})
 
 
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), torch.dtype, torch.device)
+
+
+def _is_immutable(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_immutable(item) for item in value)
+    return isinstance(value, _IMMUTABLE)
+
+
+def copy_module(module: nn.Module, memo: dict) -> nn.Module:
+    """``copy.deepcopy(module, memo)``, faster for a stateless leaf (``nn.ReLU``, pooling, flatten).
+
+    A module whose containers (parameters, buffers, children, hooks) are all empty and
+    whose other attributes are immutable is copied with new, empty containers; any
+    other is deep-copied.
+    """
+    if id(module) in memo:
+        return memo[id(module)]
+    state = vars(module)
+    containers = {key: value for key, value in state.items() if isinstance(value, (dict, set, list))}
+    stateless = all(not value for value in containers.values()) and all(
+        _is_immutable(value) for key, value in state.items() if key not in containers
+    )
+    if not stateless:
+        return copy.deepcopy(module, memo)
+    result = type(module).__new__(type(module))
+    vars(result).update({key: (type(value)() if key in containers else value) for key, value in state.items()})
+    memo[id(module)] = result
+    return result
+
+
 def detach(fused: nn.Module, originals: list[nn.Module], memo: dict) -> None:
     """Replace every module of ``originals`` (and tensor of theirs) still held by ``fused`` with a copy.
 
@@ -60,7 +91,7 @@ def detach(fused: nn.Module, originals: list[nn.Module], memo: dict) -> None:
             if child is None:
                 continue
             if id(child) in modules:
-                module._modules[name] = copy.deepcopy(child, memo)
+                module._modules[name] = copy_module(child, memo)
             else:
                 visit(child)
         for store in (module._parameters, module._buffers):

@@ -34,6 +34,20 @@ def test_the_fused_model_shares_no_storage_with_the_input():
     assert all(p.abs().sum() > 0 for p in model.parameters())
 
 
+def test_the_fused_model_shares_no_module_with_the_input():
+    relu = nn.ReLU(inplace=True)
+    relu.threshold_note = (0.5, "kept")  # a plain attribute the copy keeps
+    model = prepare(nn.Sequential(nn.Conv2d(3, 4, 3), bn(4), relu, nn.Flatten(), nn.Linear(4 * 4 * 4, 2)))
+    fused = repfuse.fuse(model)
+    assert not {id(m) for m in model.modules()} & {id(m) for m in fused.modules()}
+    (copied,) = [m for m in fused.modules() if isinstance(m, nn.ReLU)]
+    assert copied.inplace and copied.threshold_note == (0.5, "kept")
+    copied.register_forward_hook(lambda *args: None)  # the copy's hooks are its own
+    assert not relu._forward_hooks
+    x = torch.randn(2, 3, 6, 6, dtype=F64)
+    assert_equivalent(model, fused, x)
+
+
 def test_fusing_a_fused_model_changes_nothing():
     model = prepare(Stacked())
     once = repfuse.fuse(model)
