@@ -85,20 +85,20 @@ def fold(
 def batch_norm_modules(modules: list[nn.Module]) -> dict[nn.Module, tuple[Tensor, Tensor]]:
     """The folded scale and shift of every BatchNorm module with running statistics, computed at once.
 
-    Modules whose statistics are not one vector each on one device with the rest are
+    Modules whose statistics are not one vector each, on the device of the rest, are
     left to their own fold.
     """
-    ready = [
-        m
-        for m in modules
-        if m.running_mean is not None
-        and m.running_var is not None
-        and all(t is None or t.shape == m.running_var.shape == (t.numel(),) for t in (m.running_mean, m.weight, m.bias))
-    ]
-    devices = {m.running_var.device for m in ready}
-    if len(devices) != 1:
+    ready, statistics = [], []
+    for module in modules:
+        mean, var, weight, bias = module.running_mean, module.running_var, module.weight, module.bias
+        if mean is None or var is None or var.dim() != 1:
+            continue
+        if any(t is not None and t.shape != var.shape for t in (mean, weight, bias)):
+            continue
+        ready.append(module)
+        statistics.append((mean, var, module.eps, weight, bias))
+    if len({var.device for _, var, _, _, _ in statistics}) != 1:
         return {}
-    statistics = [(m.running_mean, m.running_var, m.eps, m.weight, m.bias) for m in ready]
     return dict(zip(ready, batch_norm_scale_shifts(statistics)))
 
 
