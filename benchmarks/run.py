@@ -171,7 +171,9 @@ def main(argv=None) -> int:
             f"# repfuse benchmarks\n\n{setting}. Reproduce with `python -m benchmarks{' --quick' if args.quick else ''}`.",
             "## Latency\n\nEvery form of a model is timed in the same rounds (the order rotating); ms is the "
             "median over rounds and spread the interquartile range over it; the ratios are medians of the "
-            "ratios within each round, which cancel the machine's drift. The float32 error is relative to "
+            "ratios within each round, which cancel the machine's drift; the ratio of repfuse to the hand "
+            "deploy form (the target's comparison) is timed apart, in adjacent mirrored pairs "
+            "(repfuse, deploy, deploy, repfuse), as many as there are rounds. The float32 error is relative to "
             "max|output| of the float64 train-time model, at batch 1.\n\n"
             + latency_table(rows),
             f"## The pass\n\n`repfuse.fuse` on {versus['model']}: {versus['fuse_ms']:.0f} ms; "

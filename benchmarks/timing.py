@@ -52,3 +52,25 @@ def paired_ratio(times: dict[str, list[float]], numerator: str, denominator: str
     cancels most of the drift that spreads the times themselves.
     """
     return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
+
+
+def adjacent_ratios(first: Callable[[], object], second: Callable[[], object], rounds: int, warmup: int = 1) -> list[float]:
+    """``first``'s time over ``second``'s, once per round, each round timed first-second-second-first.
+
+    Where two forms are compared against a threshold, timing them next to each other,
+    in mirrored order, cancels the drift between them that rounds over many forms leave.
+    """
+    with torch.no_grad():
+        for _ in range(warmup):
+            first()
+            second()
+        ratios = []
+        for _ in range(rounds):
+            taken = []
+            for run in (first, second, second, first):
+                gc.collect()
+                start = time.perf_counter()
+                run()
+                taken.append(time.perf_counter() - start)
+            ratios.append((taken[0] + taken[3]) / (taken[1] + taken[2]))
+    return ratios

@@ -44,3 +44,23 @@ def test_latency_rows_for_every_form_and_the_report():
     memory = [{"model": "tiny", "peak_above_baseline": 10, "parameter_bytes": 10, "ratio": 1.0}]
     checks = targets(rows, {"repvgg": 1.0}, versus, memory)
     assert [met for _, _, met in checks] == [False, True, True]
+
+
+def test_adjacent_ratios_cancel_a_steady_drift(monkeypatch):
+    """Mirrored pairs: a machine slowing down at a steady rate does not bias the ratio."""
+    from benchmarks import timing
+
+    clock = {"now": 0.0, "calls": 0}
+
+    def run(cost):
+        def call():
+            clock["calls"] += 1
+            clock["now"] += cost * (1 + 0.01 * clock["calls"])  # each call a little slower than the last
+
+        return call
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(timing.gc, "collect", lambda: None)
+    ratios = timing.adjacent_ratios(run(2.0), run(1.0), rounds=5, warmup=0)
+    assert len(ratios) == 5
+    assert all(math.isclose(r, 2.0, rel_tol=1e-12) for r in ratios)
