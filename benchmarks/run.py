@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         variants, zoo, batches, rounds = ["s0"], False, [1, 32], {1: 10, 32: 3}
-        node_counts = [100, 300, 1000, 2000]
+        node_counts = [100, 300, 1100, 2200]
     else:
         variants, zoo, batches, rounds = ["s0", "s1", "s2", "s3", "s4"], True, [1, 32], {1: 40, 32: 8}
         node_counts = [100, 300, 1000, 2000, 5000, 10000, 20000]
