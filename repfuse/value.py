@@ -8,7 +8,7 @@ from typing import Iterator
 
 from torch.fx import Node
 
-from .algebra import ZERO, ConvMap, Cost, PendingSum, is_identity, require, scalar_affine
+from .algebra import ZERO, ConvMap, Cost, PendingSum, Refused, is_identity, scalar_affine
 
 IDENTITY = scalar_affine(1.0)
 RELEASED = scalar_affine(0.0)  # the map of a value whose weights were let go (see Value.released)
@@ -121,10 +121,10 @@ class Refusal:
 def one_root(values: tuple[Value, ...] | list[Value]) -> Node:
     """The root all ``values`` are maps of; refuses values computed from different tensors."""
     roots = {value.root for value in values}
-    require(
-        len(roots) == 1,
-        "the operands are computed from different tensors ("
-        + ", ".join(sorted(f"`{root.name}`" for root in roots))
-        + ")",
-    )
+    if len(roots) != 1:
+        raise Refused(
+            "the operands are computed from different tensors ("
+            + ", ".join(sorted(f"`{root.name}`" for root in roots))
+            + ")"
+        )
     return roots.pop()

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .affine import channel_vector, scale_shift
-from .convmap import FOLD_DTYPE, ConvMap, in_fold_dtype, require
+from .convmap import FOLD_DTYPE, ConvMap, Refused, in_fold_dtype, require
 from .groups import expand_groups
 from .window import Window, common_window, embed, padding_mode_of, placement, window_mode
 
@@ -104,14 +104,10 @@ def _sum_layout(maps: Sequence[ConvMap]) -> tuple[list[ConvMap], Window, str, in
     maps = [as_forward(m) for m in maps]
     first = maps[0]
     for m in maps[1:]:
-        require(
-            m.in_channels == first.in_channels,
-            f"branches read {first.in_channels} and {m.in_channels} channels",
-        )
-        require(
-            m.out_channels == first.out_channels,
-            f"branches produce {first.out_channels} and {m.out_channels} channels",
-        )
+        if m.in_channels != first.in_channels:
+            raise Refused(f"branches read {first.in_channels} and {m.in_channels} channels")
+        if m.out_channels != first.out_channels:
+            raise Refused(f"branches produce {first.out_channels} and {m.out_channels} channels")
     window = common_window(maps)
     mode = padding_mode_of(maps)
     groups = math.gcd(*(m.groups for m in maps))

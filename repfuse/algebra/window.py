@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from .convmap import ConvMap, Refused, require
+from .convmap import ConvMap, Refused
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,12 @@ def common_window(maps: Sequence[ConvMap]) -> Window:
     """
     first_map = maps[0]
     for m in maps:
-        require(not m.transposed, "a transposed convolution cannot share a window with other branches")
-        require(m.rank == first_map.rank, f"branches have {first_map.rank} and {m.rank} spatial dims")
-        require(
-            m.stride == first_map.stride,
-            f"branches have different strides {first_map.stride} and {m.stride}",
-        )
+        if m.transposed:
+            raise Refused("a transposed convolution cannot share a window with other branches")
+        if m.rank != first_map.rank:
+            raise Refused(f"branches have {first_map.rank} and {m.rank} spatial dims")
+        if m.stride != first_map.stride:
+            raise Refused(f"branches have different strides {first_map.stride} and {m.stride}")
     if all(
         m.padding == first_map.padding and m.kernel_size == first_map.kernel_size and m.dilation == first_map.dilation
         for m in maps
@@ -79,11 +79,11 @@ def common_window(maps: Sequence[ConvMap]) -> Window:
     padding, kernel, dilation = [], [], []
     for dim in range(first_map.rank):
         extents = {_extent(m, dim) for m in maps}
-        require(
-            len(extents) == 1,
-            f"branch outputs differ in size along spatial dim {dim} "
-            f"(padding and kernel give extents {sorted(extents)})",
-        )
+        if len(extents) != 1:
+            raise Refused(
+                f"branch outputs differ in size along spatial dim {dim} "
+                f"(padding and kernel give extents {sorted(extents)})"
+            )
         taps = [_taps(m, dim) for m in maps]
         first = min(start for start, _, _ in taps)
         last = max(start + step * (count - 1) for start, step, count in taps)
@@ -108,11 +108,10 @@ def placement(m: ConvMap, window: Window, padding_mode: str | None = None) -> tu
     (default: its own) is its own.
     """
     mode = padding_mode or m.padding_mode
-    require(not m.transposed, "a transposed convolution cannot be embedded into a window")
-    require(
-        mode == m.padding_mode or not m.reads_padding,
-        f"branches pad differently ({m.padding_mode} and {mode})",
-    )
+    if m.transposed:
+        raise Refused("a transposed convolution cannot be embedded into a window")
+    if mode != m.padding_mode and m.reads_padding:
+        raise Refused(f"branches pad differently ({m.padding_mode} and {mode})")
     if m.padding == window.padding and m.kernel_size == window.kernel_size and m.dilation == window.dilation:
         return (slice(None),) * m.rank  # the window is its own
     slices = []
@@ -120,18 +119,15 @@ def placement(m: ConvMap, window: Window, padding_mode: str | None = None) -> tu
         start, step, count = _taps(m, dim)
         lo = window.padding[dim][0]
         lattice = window.dilation[dim]
-        require(
-            _extent(m, dim) == window.extent(dim),
-            f"outputs differ in size along spatial dim {dim}",
-        )
+        if _extent(m, dim) != window.extent(dim):
+            raise Refused(f"outputs differ in size along spatial dim {dim}")
         offset = start + lo
-        require(
-            offset >= 0 and offset % lattice == 0 and step % lattice == 0,
-            f"taps along spatial dim {dim} do not lie on the merged kernel's lattice",
-        )
+        if not (offset >= 0 and offset % lattice == 0 and step % lattice == 0):
+            raise Refused(f"taps along spatial dim {dim} do not lie on the merged kernel's lattice")
         begin, stride = offset // lattice, max(step // lattice, 1)
         end = begin + stride * (count - 1) + 1
-        require(end <= window.kernel_size[dim], f"kernel does not fit the merged window along dim {dim}")
+        if end > window.kernel_size[dim]:
+            raise Refused(f"kernel does not fit the merged window along dim {dim}")
         slices.append(slice(begin, end, stride))
     return tuple(slices)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 from torch.fx import Node
 
-from ..algebra import ConvMap, Cost, PendingSum, require
+from ..algebra import ConvMap, Cost, PendingSum, Refused
 from ..value import Value, one_root
 from .ranks import node_shape
 
@@ -33,8 +33,10 @@ class NodeContext:
         return self._walk.prepared.get(self.module())
 
     def root(self, arg: Any) -> Value:
-        require(isinstance(arg, Node), f"expected a tensor, got {arg!r}")
-        require(not self.is_constant(arg), f"`{arg.name}` is a constant, not a value computed from the input")
+        if not isinstance(arg, Node):
+            raise Refused(f"expected a tensor, got {arg!r}")
+        if self.is_constant(arg):
+            raise Refused(f"`{arg.name}` is a constant, not a value computed from the input")
         return Value.of_root(arg)
 
     def value(self, arg: Any) -> Value:
@@ -59,7 +61,8 @@ class NodeContext:
 
     def constant(self, arg: Any, what: str) -> Any:
         if isinstance(arg, Node):
-            require(self._walk.constants.is_constant(arg), f"{what} is computed at run time (`{arg.name}`)")
+            if not self._walk.constants.is_constant(arg):
+                raise Refused(f"{what} is computed at run time (`{arg.name}`)")
             return self._walk.constants.value(arg)
         if isinstance(arg, (list, tuple)):
             return type(arg)(self.constant(item, what) for item in arg)

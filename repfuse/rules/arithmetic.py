@@ -22,6 +22,7 @@ from torch.fx import Node
 from ..algebra import (
     ZERO,
     PendingSum,
+    Refused,
     elementwise_cost,
     pending_scale_shift,
     pending_sum,
@@ -58,7 +59,8 @@ def _is_computed(ctx: RuleContext, arg: Any) -> bool:
 
 def _number(ctx: RuleContext, arg: Any, what: str) -> float:
     number = ctx.constant(arg, what)
-    require(isinstance(number, (int, float)) and not isinstance(number, bool), f"{what} is not a number")
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise Refused(f"{what} is not a number")
     return number
 
 

@@ -18,7 +18,14 @@ import operator
 
 import torch
 
-from ..algebra import batch_norm_scale_shift, batch_norm_scale_shifts, elementwise_cost, pending_scale_shift, require
+from ..algebra import (
+    Refused,
+    batch_norm_scale_shift,
+    batch_norm_scale_shifts,
+    elementwise_cost,
+    pending_scale_shift,
+    require,
+)
 from ..value import Value
 from .common import as_channels, value_ndim
 from .identity import passthrough
@@ -59,25 +66,27 @@ def fold(
     ndim = value_ndim(ctx, value)
     if ndim is None and ndims is not None and len(ndims) == 1:
         ndim = ndims[0]
-    require(ndims is None or ndim is None or ndim in ndims, f"BatchNorm reads {ndims}-D tensors, not {ndim}-D")
+    if not (ndims is None or ndim is None or ndim in ndims):
+        raise Refused(f"BatchNorm reads {ndims}-D tensors, not {ndim}-D")
     if value.uniform:
-        require(ndim is not None, "the rank of BatchNorm's input is unknown (pass example_inputs)")
+        if ndim is None:
+            raise Refused("the rank of BatchNorm's input is unknown (pass example_inputs)")
         m, base = as_channels(value, channels, ndim - 2)
     else:
         rank = value.geometry.rank
-        require(
-            ndim is not None,
-            "BatchNorm1d after a linear layer folds only on 2-D input, and this input's rank "
-            "is unknown (pass example_inputs)",
-        )
-        require(
-            ndim == rank + 2,
-            f"BatchNorm normalises dim 1, but the channels of the {ndim}-D tensor it reads are on dim {ndim - rank - 1}",
-        )
-        require(
-            channels == value.geometry.out_channels,
-            f"BatchNorm has {channels} features but its input has {value.geometry.out_channels} channels",
-        )
+        if ndim is None:
+            raise Refused(
+                "BatchNorm1d after a linear layer folds only on 2-D input, and this input's rank "
+                "is unknown (pass example_inputs)"
+            )
+        if ndim != rank + 2:
+            raise Refused(
+                f"BatchNorm normalises dim 1, but the channels of the {ndim}-D tensor it reads are on dim {ndim - rank - 1}"
+            )
+        if channels != value.geometry.out_channels:
+            raise Refused(
+                f"BatchNorm has {channels} features but its input has {value.geometry.out_channels} channels"
+            )
         m, base = value.form, value.cost
     return ctx.make(pending_scale_shift(m, scale, shift), (value,), cost=base + elementwise_cost(channels), fold=True)
 

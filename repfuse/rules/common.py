@@ -58,7 +58,8 @@ def as_channels(value: Value, channels: int, rank: int) -> tuple[ConvMap, Cost]:
 
 
 def _require_rank(value: Value, rank: int) -> None:
-    require(value.geometry.rank == rank, f"a rank-{value.geometry.rank} map meets a rank-{rank} map")
+    if value.geometry.rank != rank:
+        raise Refused(f"a rank-{value.geometry.rank} map meets a rank-{rank} map")
 
 
 def aligned(values: Sequence[Value], pending: bool = False) -> tuple[list[ConvMap | PendingSum], list[Cost], bool]:
