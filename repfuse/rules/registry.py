@@ -153,15 +153,16 @@ rule = REGISTRY.register
 
 
 @functools.lru_cache(maxsize=None)
-def _parameters(function: Callable[..., None]) -> tuple[tuple[str, Any, bool], ...]:
-    """``(name, default, positional)`` of each parameter of ``function`` (``_EMPTY``: required)."""
-    parameters = []
+def _parameters(function: Callable[..., None]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The names of ``function``'s positional parameters, and every parameter's default (``_EMPTY``: required)."""
+    positional, defaults = [], {}
     for p in inspect.signature(function).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise TypeError(f"{function.__name__} takes *args or **kwargs: not a rule signature")
-        default = _EMPTY if p.default is p.empty else p.default
-        parameters.append((p.name, default, p.kind is not p.KEYWORD_ONLY))
-    return tuple(parameters)
+        defaults[p.name] = _EMPTY if p.default is p.empty else p.default
+        if p.kind is not p.KEYWORD_ONLY:
+            positional.append(p.name)
+    return tuple(positional), defaults
 
 
 _EMPTY = object()
@@ -169,18 +170,18 @@ _EMPTY = object()
 
 def bind(node: Node, signature: Callable[..., None]) -> dict[str, Any]:
     """``node``'s arguments by name, with ``signature``'s defaults filled in."""
-    parameters = _parameters(signature)
-    positional = [name for name, _, is_positional in parameters if is_positional]
+    positional, defaults = _parameters(signature)
     if len(node.args) > len(positional):
         raise Refused(f"unexpected arguments: {len(node.args)} positional for {len(positional)}")
     bound = dict(zip(positional, node.args))
     for name, value in node.kwargs.items():
-        if name in bound or all(name != p for p, _, _ in parameters):
+        if name in bound or name not in defaults:
             raise Refused(f"unexpected argument {name!r}")
         bound[name] = value
-    for name, default, _ in parameters:
-        if name not in bound:
-            if default is _EMPTY:
-                raise Refused(f"missing argument {name!r}")
-            bound[name] = default
+    if len(bound) < len(defaults):
+        for name, default in defaults.items():
+            if name not in bound:
+                if default is _EMPTY:
+                    raise Refused(f"missing argument {name!r}")
+                bound[name] = default
     return bound
