@@ -10,6 +10,12 @@ The values nobody merged further are the candidate regions, each one convolution
 its root.  They are then planned top down: a region the cost policy rejects, or one
 that cannot be written as a module, keeps its last op as it is and its parts become
 candidates in turn.
+
+Folds and sums are checked where they happen but their weights are computed only for
+a region the plan accepts (a value's map may be a :class:`~repfuse.algebra.PendingSum`):
+one new float64 kernel per emitted region, cast to the model's dtype.  Work a rule
+does for all modules of one kind (BatchNorm's scale and shift) is done at once before
+the walk (see ``Registry.register(..., prepare=)``).
 """
 
 from __future__ import annotations
