@@ -24,6 +24,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from .analysis import Paths, analyze
 from .analysis.policy import CostPolicy, MaximalPolicy
 from .describe import describe
+from .in_place import run_activations_in_place
 from .errors import TraceError
 from .report import KeptModule, RefusalRecord, Report, count
 from .rewrite import rewrite
@@ -94,6 +95,7 @@ def fuse_module(
         copied = shell(module, memo)
         _fuse_submodules(copied, [name for name, _ in module.named_children()], inputs, options, report, path, memo)
         return copied, report
+    built = {merge.module for merge in report.merges if merge.module}
     kept = traced.kept
     report.kept += [KeptModule(name, reason) for name, reason in kept.items()]
     whole = [name for name, reason in kept.items() if "its children fused" in reason and _exists(gm, name)]
@@ -101,6 +103,7 @@ def fuse_module(
     hooked = [name for name, reason in kept.items() if "hooks" in reason and _exists(gm, name)]
     _fuse_submodules(gm, hooked, inputs, options, report, path, memo)
     detach(gm, list(module.modules()), memo)
+    run_activations_in_place(gm, built)  # on the copies: the caller's modules are not changed
     keep_plain_attributes(module, gm, memo)
     copy_hooks(module, gm)
     return gm, report
