@@ -4,8 +4,9 @@
     python -m repfuse fuse MODEL -o OUT --input-shape 1,3,224,224
 
 ``MODEL`` is a file saved with ``torch.save(model)`` or ``package.module:factory``.
-Bad input gets a one-line error naming the fix and exit code 1.  Each command returns
-its text; only :func:`main`, the program's entry point, writes to the terminal.
+Bad input gets a one-line error naming the fix and exit code 1.  :func:`run` returns
+what a command says and its exit code; the program (``repfuse/__main__.py``) writes
+them to the terminal.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import argparse
 import importlib
 import os
 import statistics
-import sys
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -190,21 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclass(frozen=True)
+class Outcome:
+    """What a command says: its exit code, its text, or a one-line error."""
+
+    code: int
+    text: str = ""
+    error: str = ""
+
+
+def run(argv: Sequence[str] | None = None) -> Outcome:
+    """Run the command ``argv`` names (usage errors are argparse's: it exits with code 2)."""
     args = build_parser().parse_args(argv)
     try:
-        text = args.run(args)
+        return Outcome(0, text=args.run(args))
     except CliError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return Outcome(1, error=f"error: {error}")
     except Exception as error:
         if getattr(args, "debug", False):
             raise
-        print(f"error: unexpected {type(error).__name__}: {_line(error)} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return Outcome(
+            1, error=f"error: unexpected {type(error).__name__}: {_line(error)} (rerun with --debug for the traceback)"
+        )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import repfuse
-from repfuse.cli import main
+from repfuse.__main__ import main
 
 from .helpers import prepare
 from .zoo import ResNet, Untraceable
@@ -101,3 +101,12 @@ def test_a_malformed_shape_is_a_usage_error(saved, capsys):
         main(["fuse", str(path), "-o", "x.pt", "--input-shape", "1,a"])
     assert exit.value.code == 2
     assert "not a shape like 1,3,224,224" in capsys.readouterr().err
+
+
+def test_the_library_returns_what_a_command_says_and_writes_nothing(tmp_path, capsys):
+    from repfuse.cli import run
+
+    outcome = run(["fuse", str(tmp_path / "nope.pt"), "-o", "x.pt", "--input-shape", "1,3,8,8"])
+    assert outcome.code == 1 and outcome.error.startswith("error: no such file")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from repfuse.cli import main
+from repfuse.__main__ import main
 
 
 def test_demo_prints_the_before_and_after_table(capsys):
