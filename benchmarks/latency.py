@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -17,8 +18,9 @@ from torch.fx.experimental.optimization import fuse as fx_fuse
 import repfuse
 from repfuse.models import calibrate_batch_norms, mobileone
 
+from . import deploy_pairs
 from .reference import deploy_mobileone
-from .timing import adjacent_ratios, interleaved, median, paired_ratio, spread
+from .timing import interleaved, median, paired_ratio, spread
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Row:
     vs_deploy: float | None
     error: float | None
     note: str = ""
+    vs_deploy_by_process: list[float] | None = None  # the median ratio to hand deploy of each fresh process
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,8 +61,14 @@ def measure_model(
     batches: list[int],
     rounds: dict[int, int],
     compile_forms: bool,
+    deploy_ratios: Callable[[int], list[list[float]]] | None = None,
 ) -> list[Row]:
-    """Latency rows for every form of ``model`` at every batch size."""
+    """Latency rows for every form of ``model`` at every batch size.
+
+    ``deploy_ratios(batch)``, given for a MobileOne, times repfuse over the hand deploy form
+    in adjacent pairs in fresh processes (one list of ratios per process); their pooled
+    median is the row's ratio to hand deploy.
+    """
     calibrate_batch_norms(model, (8, 3, size, size), seed=0)
     model.float().eval()
     x1 = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -88,11 +97,14 @@ def measure_model(
     for batch in batches:
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(2))
         times = interleaved([(form, (lambda m=module: m(x))) for form, module in forms.items()], rounds[batch])
-        deploy_ratios = {}
-        if "hand deploy" in forms:  # the target's comparison, timed in adjacent mirrored pairs
-            fused, deploy = forms["repfuse"], forms["hand deploy"]
-            deploy_ratios["repfuse"] = median(adjacent_ratios(lambda: fused(x), lambda: deploy(x), rounds[batch]))
+        by_process = deploy_ratios(batch) if deploy_ratios and "hand deploy" in forms else None
         for form, values in times.items():
+            vs_deploy, detail = None, None
+            if form == "repfuse" and by_process:
+                vs_deploy = median([ratio for ratios in by_process for ratio in ratios])
+                detail = [median(ratios) for ratios in by_process]
+            elif "hand deploy" in times:
+                vs_deploy = paired_ratio(times, form, "hand deploy")
             rows.append(
                 Row(
                     name,
@@ -101,8 +113,9 @@ def measure_model(
                     median(values) * 1e3,
                     spread(values),
                     paired_ratio(times, form, "train-time"),
-                    deploy_ratios.get(form, paired_ratio(times, form, "hand deploy")) if "hand deploy" in times else None,
+                    vs_deploy,
                     errors.get(form),
+                    vs_deploy_by_process=detail,
                 )
             )
         for form, note in notes.items():
@@ -110,11 +123,25 @@ def measure_model(
     return rows
 
 
-def run(variants: list[str], zoo: bool, batches: list[int], rounds: dict[int, int], compile_for: set[str]) -> list[Row]:
+def run(
+    variants: list[str],
+    zoo: bool,
+    batches: list[int],
+    rounds: dict[int, int],
+    compile_for: set[str],
+    pairs: dict[int, int],
+    processes: int,
+) -> list[Row]:
+    """Rows for MobileOne ``variants`` (and the zoo); ``processes`` × ``pairs[batch]`` pairs to hand deploy."""
     rows: list[Row] = []
-    models = [(f"mobileone-{v}", mobileone(v), 224) for v in variants]
+    threads = torch.get_num_threads()
+    for v in variants:
+
+        def deploy_ratios(batch: int, v: str = v) -> list[list[float]]:
+            return deploy_pairs.ratios_in_fresh_processes(v, 224, batch, pairs[batch], processes, threads)
+
+        rows += measure_model(f"mobileone-{v}", mobileone(v), 224, batches, rounds, f"mobileone-{v}" in compile_for, deploy_ratios)
     if zoo:
-        models += [(name, model, size) for name, (model, size) in zoo_models().items()]
-    for name, model, size in models:
-        rows += measure_model(name, model, size, batches, rounds, name in compile_for)
+        for name, (model, size) in zoo_models().items():
+            rows += measure_model(name, model, size, batches, rounds, name in compile_for)
     return rows

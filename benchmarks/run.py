@@ -63,6 +63,14 @@ def latency_table(rows) -> str:
     return "\n".join(lines)
 
 
+def by_process_lines(rows) -> str:
+    return "\n".join(
+        f"- {r.model}, batch {r.batch}: " + ", ".join(f"{m:.3f}" for m in r.vs_deploy_by_process)
+        for r in rows
+        if r.vs_deploy_by_process
+    )
+
+
 def scaling_table(points) -> str:
     lines = ["| stack | graph nodes | fuse (ms) | symbolic_trace (ms) | fuse / trace |", "|---|---:|---:|---:|---:|"]
     for p in points:
@@ -144,9 +152,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         variants, zoo, batches, rounds = ["s0"], False, [1, 32], {1: 10, 32: 3}
+        pairs, processes = {1: 5, 32: 2}, 2
         node_counts = [100, 300, 1100, 2200]
     else:
         variants, zoo, batches, rounds = ["s0", "s1", "s2", "s3", "s4"], True, [1, 32], {1: 40, 32: 8}
+        pairs, processes = {1: 16, 32: 8}, 3
         node_counts = [100, 300, 1000, 2000, 5000, 10000, 20000]
     compile_for = {"none": set(), "s0": {"mobileone-s0"}, "all": {f"mobileone-{v}" for v in variants}}[args.compile]
     setting = (
@@ -155,8 +165,9 @@ def main(argv=None) -> int:
     )
     print(f"repfuse benchmarks: {setting}\n", flush=True)
 
-    rows = latency.run(variants, zoo, batches, rounds, compile_for)
-    print(latency_table(rows), "\n", flush=True)
+    rows = latency.run(variants, zoo, batches, rounds, compile_for, pairs, processes)
+    print(latency_table(rows), "\n\nrepfuse ÷ hand deploy, the median of each process:", flush=True)
+    print(by_process_lines(rows), "\n", flush=True)
     versus = pass_cost.fuse_versus_trace("s0", rounds=9 if args.quick else 15)
     points = pass_cost.scaling(node_counts, rounds=3)
     slopes = {kind: pass_cost.slope([p for p in points if p.kind == kind]) for kind in ("repvgg", "mobileone")}
@@ -172,10 +183,13 @@ def main(argv=None) -> int:
             "## Latency\n\nEvery form of a model is timed in the same rounds (the order rotating); ms is the "
             "median over rounds and spread the interquartile range over it; the ratios are medians of the "
             "ratios within each round, which cancel the machine's drift; the ratio of repfuse to the hand "
-            "deploy form (the target's comparison) is timed apart, in adjacent mirrored pairs "
-            "(repfuse, deploy, deploy, repfuse), as many as there are rounds. The float32 error is relative to "
-            "max|output| of the float64 train-time model, at batch 1.\n\n"
-            + latency_table(rows),
+            f"deploy form (the target's comparison) is timed apart, in adjacent mirrored pairs "
+            f"(repfuse, deploy, deploy, repfuse) in {processes} fresh processes ({pairs[batches[0]]} pairs each at "
+            f"batch {batches[0]}, {pairs[batches[-1]]} at batch {batches[-1]}), the median of all pairs. The float32 "
+            "error is relative to max|output| of the float64 train-time model, at batch 1.\n\n"
+            + latency_table(rows)
+            + "\n\nrepfuse ÷ hand deploy, the median of each process:\n\n"
+            + by_process_lines(rows),
             f"## The pass\n\n`repfuse.fuse` on {versus['model']}: {versus['fuse_ms']:.0f} ms; "
             f"`torch.fx.symbolic_trace` alone: {versus['trace_ms']:.0f} ms ({versus['ratio']:.2f}×).\n\n"
             + scaling_table(points)

@@ -64,3 +64,28 @@ def test_adjacent_ratios_cancel_a_steady_drift(monkeypatch):
     ratios = timing.adjacent_ratios(run(2.0), run(1.0), rounds=5, warmup=0)
     assert len(ratios) == 5
     assert all(math.isclose(r, 2.0, rel_tol=1e-12) for r in ratios)
+
+
+def test_the_ratio_to_hand_deploy_is_the_median_of_every_process_pair():
+    """The target's ratio pools the pairs of all processes; each process's median is kept beside it."""
+    from repfuse.models import mobileone
+
+    asked = []
+
+    def deploy_ratios(batch):
+        asked.append(batch)
+        return [[0.90, 0.95, 1.30], [1.00, 1.01, 1.02]]  # pooled median 1.005; per process 0.95, 1.01
+
+    rows = latency.measure_model("mobileone-s0", mobileone("s0"), 32, [2], {2: 1}, False, deploy_ratios)
+    fused = next(r for r in rows if r.form == "repfuse")
+    assert asked == [2]
+    assert math.isclose(fused.vs_deploy, 1.005) and fused.vs_deploy_by_process == [0.95, 1.01]
+    assert next(r for r in rows if r.form == "hand deploy").vs_deploy == 1.0
+
+
+def test_pairs_timed_in_fresh_processes():
+    from benchmarks import deploy_pairs
+
+    measured = deploy_pairs.ratios_in_fresh_processes("s0", 32, 1, pairs=2, processes=2, threads=1)
+    assert len(measured) == 2 and all(len(ratios) == 2 for ratios in measured)
+    assert all(0.2 < ratio < 5 for ratios in measured for ratio in ratios)  # a time ratio of two same-size models
