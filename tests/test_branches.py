@@ -225,3 +225,23 @@ def test_a_value_read_twice_by_one_op_merges():
     fused = repfuse.fuse(model)
     assert ops(fused) == {"conv": 1, "linear": 0, "bn": 0, "add": 0, "pad": 0, "other": 0}
     assert_equivalent(model, fused, torch.randn(2, 4, 5, 5, dtype=F64))
+
+
+class DoubledIdentity(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.keep = nn.Identity()
+
+    def forward(self, x):
+        y = self.keep(x)
+        return y + y
+
+
+def test_an_identity_read_twice_by_an_unmerged_op_is_removed_once(recwarn):
+    """The add stays (no convolution to merge it into); the identity under it is one region, not two."""
+    model = prepare(DoubledIdentity())
+    fused, report = repfuse.fuse(model, return_report=True)
+    assert [m.members for m in report.merges] == [("keep (Identity)",)]
+    assert ops(fused)["add"] == 1 and not any(n.op == "call_module" for n in fused.graph.nodes)
+    assert not [w for w in recwarn if "erase_node" in str(w.message)]
+    assert_equivalent(model, fused, torch.randn(2, 4, 5, 5, dtype=F64))

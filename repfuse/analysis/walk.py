@@ -214,8 +214,8 @@ class Walk:
             return
         if reason:
             self.note(value.node, reason)
-        for part in value.parts:
-            self._plan(part)
+        for part in {part.node: part for part in value.parts}.values():
+            self._plan(part)  # once each: an op may read one value twice (``y + y``)
 
     def _placement(self, members: list[Node]) -> Placement:
         """The dtype, device and memory format of the members' weights (else of their buffers)."""
