@@ -1,4 +1,4 @@
-"""Hypothesis profiles: ``ci`` (default: derandomized, no deadline) and ``thorough``.
+"""Hypothesis profiles: ``ci`` (default: derandomized, 200 examples, no deadline) and ``thorough``.
 
 Select with ``REPFUSE_HYPOTHESIS_PROFILE=thorough pytest``.
 """
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",
-    max_examples=40,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     print_blob=True,

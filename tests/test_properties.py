@@ -97,8 +97,15 @@ def _conv_output(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+AVG_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+SIZE = {1: 11, 2: 9, 3: 6}  # spatial size of the input, per rank
+
+
 @st.composite
-def _conv(draw, channels: int, size: int, stride: int | None = None, same: bool = False):
+def _conv(draw, rank: int, channels: int, size: int, stride: int | None = None, same: bool = False):
     """A random conv reading ``channels`` x ``size``; ``same``: odd kernel, output size kept."""
     s = stride if stride is not None else draw(st.sampled_from([1, 1, 1, 2]))
     k = draw(st.integers(1, 5)) if (s == 1 or not same) else draw(st.sampled_from([1, 3, 5]))
@@ -114,20 +121,35 @@ def _conv(draw, channels: int, size: int, stride: int | None = None, same: bool 
     mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "circular"])) if reach < size else "zeros"
     groups = draw(st.sampled_from([g for g in (1, 2, channels) if channels % g == 0]))
     out_channels = channels if same else groups * draw(st.integers(1, max(1, 8 // groups)))
-    conv = nn.Conv2d(channels, out_channels, k, s, p, d, groups, bias=draw(st.booleans()), padding_mode=mode)
+    conv = CONV[rank](channels, out_channels, k, s, p, d, groups, bias=draw(st.booleans()), padding_mode=mode)
     return conv, out_channels, size if p == "same" else _conv_output(size, k, s, p, d)
 
 
 @st.composite
+def _conv_transpose(draw, rank: int, channels: int, size: int):
+    """A random transposed conv reading ``channels`` x ``size``, and its output channels and size."""
+    s, k = draw(st.sampled_from([1, 1, 2])), draw(st.integers(1, 4))
+    d = draw(st.sampled_from([1, 1, 2])) if k > 1 else 1
+    p = draw(st.integers(0, d * (k - 1)))
+    extra = draw(st.integers(0, max(s, d) - 1))  # output_padding
+    groups = draw(st.sampled_from([g for g in (1, 2, channels) if channels % g == 0]))
+    out_channels = groups * draw(st.integers(1, max(1, 8 // groups)))
+    conv = CONV_TRANSPOSE[rank](channels, out_channels, k, s, p, extra, groups, draw(st.booleans()), d)
+    return conv, out_channels, (size - 1) * s - 2 * p + d * (k - 1) + extra + 1
+
+
+@st.composite
 def random_graphs(draw):
-    """Small graphs of convs, BN, identity, dropout, adds, sums, ReLU, concatenation,
-    average pooling, padding, constant scales and shifts (per channel, scalar, or along
-    the width), and blocks of parallel branches (conv, conv-BN, BN, identity) summed in
-    any order."""
-    shapes = [(4, 9)]  # (channels, spatial size) of each value; value 0 is the input
+    """Small graphs in 1, 2 or 3 spatial dims of convs, transposed convs, BN, identity,
+    dropout, adds, sums, ReLU, concatenation, average pooling, padding, constant scales
+    and shifts (per channel, scalar, or along the last dim), and blocks of parallel
+    branches (conv, conv-BN, BN, identity) summed in any order.  The model's ``rank`` is
+    its number of spatial dims."""
+    rank = draw(st.sampled_from([1, 2, 2, 3]))
+    shapes = [(4, SIZE[rank])]  # (channels, spatial size) of each value; value 0 is the input
     steps, modules = [], {}
     for index in range(draw(st.integers(1, 8))):
-        kinds = ["block", "block", "conv", "conv", "bn", "identity", "relu", "add", "sum", "cat", "pool", "pad", "scale"]
+        kinds = ["block", "block", "conv", "conv", "convT", "bn", "identity", "relu", "add", "sum", "cat", "pool", "pad", "scale"]
         kind = draw(st.sampled_from(kinds))
         latest = len(shapes) - 1
         source = draw(st.sampled_from([latest, latest, latest, draw(st.integers(0, latest))]))
@@ -148,10 +170,10 @@ def random_graphs(draw):
             for b in range(draw(st.integers(2, 4))):
                 branch = draw(st.sampled_from(["conv", "convbn", "bn", "identity"] if stride == 1 else ["conv", "convbn"]))
                 if branch in ("conv", "convbn"):
-                    conv, _, out_size = draw(_conv(channels, size, stride, same=True))
-                    layer = nn.Sequential(conv, nn.BatchNorm2d(channels)) if branch == "convbn" else conv
+                    conv, _, out_size = draw(_conv(rank, channels, size, stride, same=True))
+                    layer = nn.Sequential(conv, BATCH_NORM[rank](channels)) if branch == "convbn" else conv
                 else:
-                    layer, out_size = (nn.BatchNorm2d(channels) if branch == "bn" else nn.Identity()), size
+                    layer, out_size = (BATCH_NORM[rank](channels) if branch == "bn" else nn.Identity()), size
                 modules[f"{name}b{b}"] = layer
                 steps.append(("module", [source], f"{name}b{b}"))
                 shapes.append((channels, out_size))
@@ -167,9 +189,9 @@ def random_graphs(draw):
                     total = len(shapes) - 1
                 continue
             shapes.append((channels, shapes[branches[0]][1]))
-        elif kind == "conv":
-            conv, out_channels, out_size = draw(_conv(channels, size))
-            if out_size < 1:
+        elif kind in ("conv", "convT"):
+            conv, out_channels, out_size = draw(_conv(rank, channels, size) if kind == "conv" else _conv_transpose(rank, channels, size))
+            if not 1 <= out_size <= 2 * SIZE[rank]:
                 continue
             modules[name] = conv
             steps.append(("module", [source], name))
@@ -179,9 +201,9 @@ def random_graphs(draw):
             stride = draw(st.integers(1, 2))
             p = draw(st.integers(0, k // 2))
             out_size = _conv_output(size, k, stride, p, 1)
-            if out_size < 1:
+            if out_size < 1 or size < k:  # torch refuses pooling windows larger than the unpadded input
                 continue
-            modules[name] = nn.AvgPool2d(k, stride, p, count_include_pad=draw(st.booleans()))
+            modules[name] = AVG_POOL[rank](k, stride, p, count_include_pad=draw(st.booleans()))
             steps.append(("module", [source], name))
             shapes.append((channels, out_size))
         elif kind == "pad":
@@ -189,18 +211,18 @@ def random_graphs(draw):
             mode = draw(st.sampled_from(["constant", "reflect", "replicate", "circular"]))
             if mode != "constant" and max(lo, hi) >= size:
                 mode = "constant"
-            steps.append(("pad", [source], ([lo, hi, lo, hi], mode)))
+            steps.append(("pad", [source], ([lo, hi] * rank, mode)))
             shapes.append((channels, size + lo + hi))
         elif kind == "scale":
             layer = nn.Conv2d(1, 1, 1)  # a holder for two constants
-            shape = draw(st.sampled_from([(1, channels, 1, 1), (channels, 1, 1), (), (size,)]))
+            shape = draw(st.sampled_from([(1, channels) + (1,) * rank, (channels,) + (1,) * rank, (), (size,)]))
             layer.weight = nn.Parameter(torch.rand(shape) + 0.5)
             layer.bias = nn.Parameter(torch.rand(draw(st.sampled_from([shape, ()]))))
             modules[name] = layer
             steps.append(("scale", [source], name))
             shapes.append((channels, size))
         elif kind == "bn":
-            modules[name] = nn.BatchNorm2d(channels, affine=draw(st.booleans()))
+            modules[name] = BATCH_NORM[rank](channels, affine=draw(st.booleans()))
             steps.append(("module", [source], name))
             shapes.append((channels, size))
         elif kind == "identity":
@@ -213,13 +235,14 @@ def random_graphs(draw):
     last = len(shapes) - 1
     outputs = sorted({last, draw(st.sampled_from([last, last, draw(st.integers(0, last))]))})
     model = RandomGraph(steps, modules, outputs)
+    model.rank = rank
     return _randomize(model, draw(st.integers(0, 2**16)))
 
 
 @given(model=random_graphs(), policy=st.sampled_from(["cost", "maximal"]), shapes=st.booleans())
 def test_random_graph_fuses_to_an_equivalent_model(model, policy, shapes):
     before = snapshot(model)
-    x = torch.randn(2, 4, 9, 9, dtype=F64, generator=_seeded(0))
+    x = torch.randn(2, 4, *[SIZE[model.rank]] * model.rank, dtype=F64, generator=_seeded(0))
     with warnings.catch_warnings():
         warnings.filterwarnings("error", module=r"torch\.fx")  # as of a node erased twice
         fused = repfuse.fuse(model, x if shapes else None, policy=policy)
