@@ -181,3 +181,13 @@ def test_same_and_valid_padding_branches_merge():
     model = SamePaddingBranches().to(F64)
     fused, report = fuse_and_check(model, torch.randn(2, 4, 6, 7, dtype=F64), {"conv": 1, "add": 0})
     assert report.merges[0].result.startswith("Conv2d 4->4 k3x4")
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_zero_padded_pool_after_batch_norm_starts_anew_one_channel_wide(dims):
+    """The pool is not merged into the (biased) BatchNorm before it; the BatchNorm after it still
+    folds into the pool's value, which must stay the pool's own one-channel map."""
+    pool = {1: nn.AvgPool1d, 2: nn.AvgPool2d}[dims](2, 1, 1)
+    model = prepare(nn.Sequential(bn(4, dims), pool, nn.Identity(), bn(4, dims)))
+    x = torch.randn(2, 4, *[9] * dims, dtype=F64)
+    fuse_and_check(model, x, {"conv": 1, "bn": 1}, reason="zero padding after a biased op", example_inputs=x)

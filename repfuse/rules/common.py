@@ -108,19 +108,20 @@ def then(
     source = ctx.value(arg)
     if source.is_root or source.is_identity:
         return ctx.make(second, (source,), cost=source.cost + own, uniform=uniform, **extra)
-    try:
+    try:  # ``applied``: ``second`` as it acts on ``first``'s channels and rank
         if uniform and source.uniform:
             rank = max(source.map.rank, second.rank)
             first, first_cost = lift_rank(source.map, rank), source.cost
-            second = lift_rank(second, rank)
+            applied = lift_rank(second, rank)
         elif uniform:
             first, first_cost = source.map, source.cost
-            second = depthwise(lift_rank(second, first.rank), first.out_channels)
-            own = cost(second)
+            applied = depthwise(lift_rank(second, first.rank), first.out_channels)
+            own = cost(applied)
         else:
             first, first_cost = as_channels(source, second.in_channels, second.rank)
-        merged = compose(first, second)
-        parts = first_cost * math.prod(second.stride) + own
+            applied = second
+        merged = compose(first, applied)
+        parts = first_cost * math.prod(applied.stride) + own
         reason = ctx.verdict(merged, parts)
         require(reason is None, reason or "")
     except Refused as refusal:
