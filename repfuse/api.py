@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 from .analysis.policy import CostPolicy, MaximalPolicy, resolve_policy
 from .errors import FuseError, TrainingModeError, VerificationError
 from .exported import fuse_exported
-from .module_pass import Options, collector_paused, fuse_module
+from .module_pass import Options, collector_paused, fresh_copies, fuse_module
 from .report import Report
 from .trace import has_global_hooks
 
@@ -54,7 +54,7 @@ def _check_inputs(model: nn.Module, inputs: tuple) -> None:
             raise TypeError(f"example input {index} is a {type(item).__name__}, not a tensor")
     try:
         with torch.no_grad():
-            model(*inputs)
+            model(*fresh_copies(inputs))
     except Exception as error:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
         raise ValueError(f"example_inputs of shape {shapes} do not fit the model: {error}") from error
@@ -82,8 +82,8 @@ def check_equivalence(original: nn.Module, fused: nn.Module, inputs: tuple) -> f
     Returns the largest relative error over all floating-point outputs.
     """
     with torch.no_grad():
-        expected, expected_spec = tree_flatten(original(*inputs))
-        actual, actual_spec = tree_flatten(fused(*inputs))
+        expected, expected_spec = tree_flatten(original(*fresh_copies(inputs)))
+        actual, actual_spec = tree_flatten(fused(*fresh_copies(inputs)))
     if expected_spec != actual_spec:
         raise VerificationError(f"the fused model returns {actual_spec}, the original {expected_spec}")
     worst = 0.0

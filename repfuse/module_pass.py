@@ -60,11 +60,17 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def fresh_copies(inputs: tuple) -> tuple:
+    """Copies of the tensors of ``inputs`` for one run: a model may write into its inputs,
+    and each run must see the caller's values and leave them as they are."""
+    return tuple(item.clone() if isinstance(item, torch.Tensor) else item for item in inputs)
+
+
 def propagate_shapes(traced: Traced, inputs: tuple) -> None:
     """Record the shape of every node of ``traced.graph`` by running it on ``inputs``."""
     try:
         with torch.no_grad():
-            ShapeProp(traced.module()).propagate(*inputs)
+            ShapeProp(traced.module()).propagate(*fresh_copies(inputs))
     except Exception as error:
         raise ValueError(f"example_inputs do not fit the model: {error}") from error
     finally:
@@ -178,14 +184,14 @@ def _record_inputs(parent: nn.Module, inputs: tuple, children: dict[str, nn.Modu
 
     def recorder(name):
         def hook(module, args, kwargs):
-            seen[name].append(None if kwargs else tuple(args))
+            seen[name].append(None if kwargs else fresh_copies(args))  # as they are now, whatever runs later
 
         return hook
 
     handles = [child.register_forward_pre_hook(recorder(n), with_kwargs=True) for n, child in children.items()]
     try:
         with torch.no_grad():
-            parent(*inputs)
+            parent(*fresh_copies(inputs))
     except Exception as error:
         raise ValueError(f"example_inputs do not fit the model: {error}") from error
     finally:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from torch import nn
-from torch.fx import Graph, GraphModule, Tracer
+from torch.fx import Graph, GraphModule, Proxy, Tracer
 from torch.nn.modules import module as module_globals
 
 from .errors import TraceError
@@ -26,6 +27,41 @@ def has_global_hooks() -> bool:
     return any(getattr(module_globals, name, None) for name in _GLOBAL_HOOKS)
 
 
+_IN_PLACE_OPERATORS = (
+    "iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow",
+    "imatmul", "iand", "ior", "ixor", "ilshift", "irshift",
+)  # fmt: skip
+
+
+class InPlaceProxy(Proxy):
+    """A ``torch.fx`` proxy that records ``a += b`` as ``operator.iadd`` (and so on) and ``a[i] = v``.
+
+    ``torch.fx``'s own proxy has no ``__iadd__``, so Python runs ``a = a + b`` instead:
+    the graph then computes a new tensor where the model writes into ``a``, and any
+    other name for that tensor (``skip = a`` before it) would read the old values.  It
+    has no ``__setitem__`` either, so a model that assigns into a slice cannot be
+    traced.  ``torch.fx`` writes these nodes back as ``a += b`` and ``a[i] = v``, so the
+    traced module does what the model does.
+    """
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
+
+def _in_place(name: str):
+    target = getattr(operator, name)
+
+    def apply(self: Proxy, other: Any) -> Proxy:
+        return self.tracer.create_proxy("call_function", target, (self, other), {})
+
+    apply.__name__ = f"__{name}__"
+    return apply
+
+
+for _name in _IN_PLACE_OPERATORS:
+    setattr(InPlaceProxy, f"__{_name}__", _in_place(_name))
+
+
 class LeafTracer(Tracer):
     """``torch.fx``'s tracer, keeping whole the modules it must not trace through.
 
@@ -43,6 +79,9 @@ class LeafTracer(Tracer):
         self.leaf_names = {m for m in leaf_modules if isinstance(m, str)}
         self.untraceable = untraceable or {}
         self.kept: dict[str, str] = {}
+
+    def proxy(self, node) -> Proxy:
+        return InPlaceProxy(node, self)
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
         try:

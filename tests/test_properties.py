@@ -90,6 +90,15 @@ class RandomGraph(nn.Module):
                 values.append(F.pad(args[0], amounts, mode))
             elif kind == "scale":
                 values.append(args[0] * self.layers[name].weight + self.layers[name].bias)
+            elif kind == "write":  # in place: every other name for this tensor sees it
+                if name == "relu_":
+                    values.append(args[0].relu_())
+                elif name == "+=":
+                    target = args[0]
+                    target += args[1]
+                    values.append(target)
+                else:
+                    values.append(args[0].mul_(2.0))
         return tuple(values[i] for i in self.outputs)
 
 
@@ -142,14 +151,15 @@ def _conv_transpose(draw, rank: int, channels: int, size: int):
 def random_graphs(draw):
     """Small graphs in 1, 2 or 3 spatial dims of convs, transposed convs, BN, identity,
     dropout, adds, sums, ReLU, concatenation, average pooling, padding, constant scales
-    and shifts (per channel, scalar, or along the last dim), and blocks of parallel
-    branches (conv, conv-BN, BN, identity) summed in any order.  The model's ``rank`` is
-    its number of spatial dims."""
+    and shifts (per channel, scalar, or along the last dim), blocks of parallel branches
+    (conv, conv-BN, BN, identity) summed in any order, and writes in place (``relu_``,
+    ``mul_``, ``+=``) into any earlier value but the input.  The model's ``rank`` is its
+    number of spatial dims."""
     rank = draw(st.sampled_from([1, 2, 2, 3]))
     shapes = [(4, SIZE[rank])]  # (channels, spatial size) of each value; value 0 is the input
     steps, modules = [], {}
     for index in range(draw(st.integers(1, 8))):
-        kinds = ["block", "block", "conv", "conv", "convT", "bn", "identity", "relu", "add", "sum", "cat", "pool", "pad", "scale"]
+        kinds = ["block", "block", "conv", "conv", "convT", "bn", "identity", "relu", "add", "sum", "cat", "pool", "pad", "scale", "write"]
         kind = draw(st.sampled_from(kinds))
         latest = len(shapes) - 1
         source = draw(st.sampled_from([latest, latest, latest, draw(st.integers(0, latest))]))
@@ -221,6 +231,13 @@ def random_graphs(draw):
             modules[name] = layer
             steps.append(("scale", [source], name))
             shapes.append((channels, size))
+        elif kind == "write":
+            if source == 0:
+                continue  # the caller's input is left alone
+            op = draw(st.sampled_from(["relu_", "mul_", "+="]))
+            partners = [i for i, shape in enumerate(shapes) if shape == shapes[source]]
+            steps.append(("write", [source, draw(st.sampled_from(partners))], op))
+            shapes.append((channels, size))
         elif kind == "bn":
             modules[name] = BATCH_NORM[rank](channels, affine=draw(st.booleans()))
             steps.append(("module", [source], name))
@@ -246,8 +263,11 @@ def test_random_graph_fuses_to_an_equivalent_model(model, policy, shapes):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", module=r"torch\.fx")  # as of a node erased twice
         fused = repfuse.fuse(model, x if shapes else None, policy=policy)
+    assert torch.equal(x, torch.randn(x.shape, dtype=F64, generator=_seeded(0)))  # fuse left it alone
+    x_model, x_fused = x.clone(), x.clone()  # a write into an identity's output writes into the input
     with torch.no_grad():
-        expected, actual = model(x), fused(x)
+        expected, actual = model(x_model), fused(x_fused)
+    assert repfuse.relative_error(x_fused, x_model) < EXACT
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
         assert a.shape == e.shape

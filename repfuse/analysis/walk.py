@@ -32,6 +32,7 @@ from ..rules import REGISTRY, Opaque, Registry
 from ..value import Refusal, Value
 from .constants import Constants
 from .context import NodeContext
+from .mutation import Writes
 from .paths import Paths
 from .policy import CostPolicy, MaximalPolicy
 from .ranks import known_ndim, node_shape
@@ -174,6 +175,7 @@ class Walk:
     def run(self) -> Analysis:
         nodes = list(self.graph.nodes)
         self._position = {node: index for index, node in enumerate(nodes)}
+        self._writes = Writes(self.graph, self._position, self.module_of, self.registry.is_leaf)
         self._prepare([node for node in nodes if node.op == "call_module"])
         last_reader = {node: max((self._reader_position(u) for u in node.users), default=-1) for node in nodes}
         for index, node in enumerate(nodes):
@@ -206,6 +208,8 @@ class Walk:
         emitted, reason = self._emitted(value, merges=len(members) > 1)
         if reason is None and len(members) > 1 and emitted is not None:
             reason = self.policy.verdict(emitted, self._parts_cost(value, emitted))
+        if reason is None:
+            reason = self._writes.hazard(value.root, value.node, members, identity=emitted is None)
         if reason is None:
             placement = self._placement(members)
             if emitted is not None:  # the region's own weights, as the model will hold them
