@@ -77,6 +77,8 @@ class RandomGraph(nn.Module):
             args = [values[i] for i in inputs]
             if kind == "module":
                 values.append(self.layers[name](args[0]))
+            elif kind == "functional":
+                values.append(_functional(self.layers[name], args[0]))
             elif kind == "relu":
                 values.append(F.relu(args[0]))
             elif kind == "add":
@@ -100,6 +102,18 @@ class RandomGraph(nn.Module):
                 else:
                     values.append(args[0].mul_(2.0))
         return tuple(values[i] for i in self.outputs)
+
+
+def _functional(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``layer`` computes, spelled with ``torch.nn.functional`` and its tensors."""
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias, False, 0.1, layer.eps)
+    rank = len(layer.kernel_size)
+    if layer.transposed:
+        conv = getattr(F, f"conv_transpose{rank}d")
+        return conv(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+    conv = getattr(F, f"conv{rank}d")
+    return conv(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
 def _conv_output(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -149,7 +163,8 @@ def _conv_transpose(draw, rank: int, channels: int, size: int):
 
 @st.composite
 def random_graphs(draw):
-    """Small graphs in 1, 2 or 3 spatial dims of convs, transposed convs, BN, identity,
+    """Small graphs in 1, 2 or 3 spatial dims of convs, transposed convs, BN (modules or
+    their functional forms), identity,
     dropout, adds, sums, ReLU, concatenation, average pooling, padding, constant scales
     and shifts (per channel, scalar, or along the last dim), blocks of parallel branches
     (conv, conv-BN, BN, identity) summed in any order, and writes in place (``relu_``,
@@ -204,7 +219,8 @@ def random_graphs(draw):
             if not 1 <= out_size <= 2 * SIZE[rank]:
                 continue
             modules[name] = conv
-            steps.append(("module", [source], name))
+            functional = conv.padding_mode == "zeros" and draw(st.booleans())
+            steps.append(("functional" if functional else "module", [source], name))
             shapes.append((out_channels, out_size))
         elif kind == "pool":
             k = draw(st.integers(1, 3))
@@ -240,7 +256,7 @@ def random_graphs(draw):
             shapes.append((channels, size))
         elif kind == "bn":
             modules[name] = BATCH_NORM[rank](channels, affine=draw(st.booleans()))
-            steps.append(("module", [source], name))
+            steps.append(("functional" if draw(st.booleans()) else "module", [source], name))
             shapes.append((channels, size))
         elif kind == "identity":
             modules[name] = draw(st.sampled_from([nn.Identity(), nn.Dropout(0.5)]))
