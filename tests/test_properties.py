@@ -108,6 +108,8 @@ def _functional(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What ``layer`` computes, spelled with ``torch.nn.functional`` and its tensors."""
     if isinstance(layer, nn.modules.batchnorm._BatchNorm):
         return F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias, False, 0.1, layer.eps)
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, layer.weight, layer.bias)
     rank = len(layer.kernel_size)
     if layer.transposed:
         conv = getattr(F, f"conv_transpose{rank}d")
@@ -163,8 +165,8 @@ def _conv_transpose(draw, rank: int, channels: int, size: int):
 
 @st.composite
 def random_graphs(draw):
-    """Small graphs in 1, 2 or 3 spatial dims of convs, transposed convs, BN (modules or
-    their functional forms), identity,
+    """Small graphs in 1, 2 or 3 spatial dims of convs, transposed convs, linear layers
+    on the last dim, BN (modules or their functional forms), identity,
     dropout, adds, sums, ReLU, concatenation, average pooling, padding, constant scales
     and shifts (per channel, scalar, or along the last dim), blocks of parallel branches
     (conv, conv-BN, BN, identity) summed in any order, and writes in place (``relu_``,
@@ -174,7 +176,7 @@ def random_graphs(draw):
     shapes = [(4, SIZE[rank])]  # (channels, spatial size) of each value; value 0 is the input
     steps, modules = [], {}
     for index in range(draw(st.integers(1, 8))):
-        kinds = ["block", "block", "conv", "conv", "convT", "bn", "identity", "relu", "add", "sum", "cat", "pool", "pad", "scale", "write"]
+        kinds = ["block", "block", "conv", "conv", "convT", "linear", "bn", "identity", "relu", "add", "sum", "cat", "pool", "pad", "scale", "write"]
         kind = draw(st.sampled_from(kinds))
         latest = len(shapes) - 1
         source = draw(st.sampled_from([latest, latest, latest, draw(st.integers(0, latest))]))
@@ -222,6 +224,10 @@ def random_graphs(draw):
             functional = conv.padding_mode == "zeros" and draw(st.booleans())
             steps.append(("functional" if functional else "module", [source], name))
             shapes.append((out_channels, out_size))
+        elif kind == "linear":  # along the last dim, which keeps its size
+            modules[name] = nn.Linear(size, size, bias=draw(st.booleans()))
+            steps.append(("functional" if draw(st.booleans()) else "module", [source], name))
+            shapes.append((channels, size))
         elif kind == "pool":
             k = draw(st.integers(1, 3))
             stride = draw(st.integers(1, 2))
