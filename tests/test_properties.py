@@ -296,3 +296,19 @@ def test_random_graph_fuses_to_an_equivalent_model(model, policy, shapes):
         assert repfuse.relative_error(a, e) < EXACT
     assert_unchanged(model, before)
     assert len(fused.graph.nodes) <= len(repfuse.trace.trace(model).graph.nodes)
+
+
+@given(model=random_graphs())
+def test_random_graph_exported_fuses_to_an_equivalent_program(model):
+    """The same graphs through ``torch.export``: ATen ops, functionalized writes."""
+    x = torch.randn(2, 4, *[SIZE[model.rank]] * model.rank, dtype=F64, generator=_seeded(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export's notes on the model
+        program = torch.export.export(model, (x.clone(),))
+        fused = repfuse.fuse(program)
+    with torch.no_grad():
+        expected, actual = model(x.clone()), fused.module()(x.clone())
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape
+        assert repfuse.relative_error(a, e) < EXACT
