@@ -197,3 +197,24 @@ def test_without_writes_nothing_changes():
     fused = repfuse.fuse(model)
     assert ops(fused)["bn"] == 0
     outputs_match(model, fused)
+
+
+class ScaleWrittenInPlace(nn.Module):
+    """A factor computed from a parameter, then written into: it is not the constant it was."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(1, 3, 1, 1) + 0.5)
+
+    def forward(self, x):
+        scale = self.gamma.clone()
+        scale.mul_(2)
+        return self.conv(x) * scale
+
+
+def test_a_constant_written_into_is_not_folded():
+    model = prepare(ScaleWrittenInPlace())
+    fused, report = repfuse.fuse(model, return_report=True)
+    assert report.merges == []
+    outputs_match(model, fused)

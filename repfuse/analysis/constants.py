@@ -8,7 +8,7 @@ evaluated once, here, and treated as the constant it is.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.fx import Node
@@ -119,12 +119,18 @@ def is_pure(node: Node) -> bool:
 
 
 class Constants:
-    """Evaluates and remembers the constant nodes of a graph."""
+    """Evaluates and remembers the constant nodes of a graph.
+
+    ``fetch(path)`` is the attribute a ``get_attr`` node reads; ``written(node)`` tells
+    whether something in the graph may write into ``node``'s result, which is then not
+    a constant (its value depends on when it is read).
+    """
 
     _UNKNOWN = object()
 
-    def __init__(self, fetch):
+    def __init__(self, fetch: Callable[[str], Any], written: Callable[[Node], bool] = lambda node: False):
         self._fetch = fetch
+        self._written = written
         self._cache: dict[Node, Any] = {}
 
     def is_constant(self, node: Node) -> bool:
@@ -137,6 +143,8 @@ class Constants:
         return self._cache[node]
 
     def _evaluate(self, node: Node) -> Any:
+        if self._written(node):
+            return self._UNKNOWN
         if node.op == "get_attr":
             return self._fetch(node.target)
         if not is_pure(node) or not all(self.is_constant(arg) for arg in node.all_input_nodes):

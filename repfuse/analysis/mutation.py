@@ -15,8 +15,9 @@ tensor arguments, so it counts as writing into them.
 
 Two tensors may share memory when their *storages* meet: a placeholder, an
 attribute and the result of an op known to return a new tensor (a convolution,
-BatchNorm, out-of-place arithmetic, ...) each have their own; any other op may
-return one of its inputs or a view of it, so its result has its inputs' storages.
+BatchNorm, out-of-place arithmetic, ..., an ATen op whose schema gives its result no
+alias) each have their own; any other op may return one of its inputs or a view of
+it, so its result has its inputs' storages.
 """
 
 from __future__ import annotations
@@ -155,7 +156,11 @@ def returns_new_tensor(node: Node, module_of: Callable[[Node], nn.Module]) -> bo
         return isinstance(module, _NEW_TENSOR_MODULES)
     if node.op == "call_method":
         return node.target in _NEW_TENSOR_METHODS and "out" not in node.kwargs
-    if node.op == "call_function" and node.target in _NEW_TENSOR_FUNCTIONS:
+    if node.op != "call_function":
+        return False
+    if isinstance(node.target, torch._ops.OpOverload):  # its schema says which results alias an input
+        return all(result.alias_info is None for result in node.target._schema.returns)
+    if node.target in _NEW_TENSOR_FUNCTIONS:
         return _argument(node.target, node, "inplace") is not True and not _outs(node)
     return False
 
@@ -194,6 +199,10 @@ class Writes:
             for target in targets:
                 for storage in self._storages[target]:
                     self._into.setdefault(storage, []).append((position[op], op, target))
+
+    def may_be_written(self, node: Node) -> bool:
+        """Whether some op of the graph may write into ``node``'s result (at any time)."""
+        return bool(self._into) and any(storage in self._into for storage in self._storages[node])
 
     def _first_write(self, start: int, stop: int, into: frozenset[Node], skip: set[Node]) -> tuple[Node, Node] | None:
         """The first op after ``start`` and before ``stop``, not in ``skip``, that writes where ``into`` lives."""

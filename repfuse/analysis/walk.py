@@ -108,10 +108,11 @@ class Walk:
         self.policy = policy
         self.values: dict[Node, Value] = {}
         self.regions: list[Region] = []
-        self.constants = Constants(paths.__getitem__)
+        self._position = {node: index for index, node in enumerate(graph.nodes)}
+        self._writes = Writes(graph, self._position, self.module_of, registry.is_leaf)
+        self.constants = Constants(paths.__getitem__, self._writes.may_be_written)
         self._notes: dict[tuple[Node, str], Refusal] = {}
         self._ndims: dict[Node, int | None] = {}
-        self._position: dict[Node, int] = {}
         self._rules: dict[Node, object] = {}
         self.prepared: dict[nn.Module, object] = {}  # by the rules' preparations (see Registry.register)
         self._pins = self._pin_reasons()
@@ -174,8 +175,6 @@ class Walk:
     # -- the walk ----------------------------------------------------------------
     def run(self) -> Analysis:
         nodes = list(self.graph.nodes)
-        self._position = {node: index for index, node in enumerate(nodes)}
-        self._writes = Writes(self.graph, self._position, self.module_of, self.registry.is_leaf)
         self._prepare([node for node in nodes if node.op == "call_module"])
         last_reader = {node: max((self._reader_position(u) for u in node.users), default=-1) for node in nodes}
         for index, node in enumerate(nodes):
