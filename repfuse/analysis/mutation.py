@@ -97,7 +97,7 @@ def _argument(function: Callable, node: Node, name: str) -> Any:
 def _from_torch(thing: Any) -> bool:
     """Whether ``thing`` (a function, method or class) is PyTorch's or Python's operators'."""
     module = getattr(thing, "__module__", None) or getattr(getattr(thing, "__objclass__", None), "__module__", None)
-    return (module or "").startswith(("torch", "_operator", "operator", "math"))
+    return module in ("torch", "_operator", "operator", "math") or (module or "").startswith("torch.")
 
 
 def _outs(node: Node) -> list[Node]:
@@ -118,7 +118,7 @@ def written(node: Node, module_of: Callable[[Node], nn.Module], known: Callable[
         module = module_of(node)
         if getattr(module, "inplace", False) is True:
             return inputs
-        return [] if known(module) or _from_torch(type(module)) else inputs
+        return [] if known(module) or _from_torch(type(module)) else node.all_input_nodes
     if node.op == "call_method":
         name = node.target
         if name.endswith("_") and not name.startswith("_"):
@@ -136,7 +136,7 @@ def written(node: Node, module_of: Callable[[Node], nn.Module], known: Callable[
             if a.alias_info is not None and a.alias_info.is_write
         ]
     if not _from_torch(target):
-        return inputs  # a function of the model's own, wrapped by torch.fx
+        return node.all_input_nodes  # a function of the model's own, wrapped by torch.fx
     name = getattr(target, "__name__", "")
     if name.endswith("_") and not name.startswith("_"):
         return inputs[:1] + outs
