@@ -10,8 +10,8 @@ An op *writes* into a tensor when it is ``a += b`` and the like (``operator.iadd
 ``operator.setitem``), a method or ``torch`` function named with a trailing ``_``
 (``x.add_(1)``, ``torch.relu_``), an ATen op whose schema says so, a call with
 ``inplace=True`` (a function's argument or a module's attribute), or a call with
-``out=``.  A module or function from outside ``torch`` may do anything to its
-tensor arguments, so it counts as writing into them.
+``out=``.  A module or function from outside ``torch`` (a module with a rule
+aside) may do anything to its tensor arguments, so it counts as writing into them.
 
 Two tensors may share memory when their *storages* meet: a placeholder, an
 attribute and the result of an op known to return a new tensor (a convolution,
