@@ -16,24 +16,10 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.fx import GraphModule, Node
 
+from .analysis.mutation import IN_PLACE_ACTIVATIONS
 from .trace import has_hooks
-
-IN_PLACE_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.SiLU,
-    nn.Mish,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.CELU,
-    nn.SELU,
-)
 
 
 def _reads_only_a_new_tensor(node: Node, built: set[str]) -> bool:

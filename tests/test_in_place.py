@@ -34,25 +34,27 @@ def test_a_functional_relu_after_a_merged_conv_runs_in_place():
     assert_equivalent(model, fused, x)
 
 
-class Reused(nn.Module):
+class ConvBNActivation(nn.Module):
+    def __init__(self, activation: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = bn(4)
+        self.act = activation
+
+
+class Reused(ConvBNActivation):
     """ResNet's pattern: one ReLU after a conv-BN and again after the residual add."""
 
     def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-        self.bn = bn(4)
-        self.relu = nn.ReLU()
+        super().__init__(nn.ReLU())
 
     def forward(self, x):
-        return self.relu(self.relu(self.bn(self.conv(x))) * x)
+        return self.act(self.act(self.bn(self.conv(x))) * x)
 
 
-class ReadTwice(nn.Module):
+class ReadTwice(ConvBNActivation):
     def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-        self.bn = bn(4)
-        self.act = nn.SiLU()
+        super().__init__(nn.SiLU())
 
     def forward(self, x):
         y = self.bn(self.conv(x))

@@ -53,11 +53,15 @@ _WRITING_OPERATORS = {
     operator.setitem,
 }
 
-# Modules whose result is a new tensor (activations only when not in place).
-_NEW_TENSOR_MODULES = (_ConvNd, nn.Linear, _BatchNorm, _AvgPoolNd, _MaxPoolNd, _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd)
-_ACTIVATIONS = (
+#: Activation modules with an ``inplace`` flag: their result is a new tensor unless it is set.
+IN_PLACE_ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Mish,
-    nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.Sigmoid, nn.Tanh,
+    nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU,
+)  # fmt: skip
+# Modules whose result is always a new tensor.
+_NEW_TENSOR_MODULES = (
+    _ConvNd, nn.Linear, _BatchNorm, _AvgPoolNd, _MaxPoolNd, _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd,
+    nn.GELU, nn.Sigmoid, nn.Tanh,
 )  # fmt: skip
 
 # Functions and methods whose result is a new tensor (those with ``inplace`` only without it).
@@ -151,8 +155,8 @@ def returns_new_tensor(node: Node, module_of: Callable[[Node], nn.Module]) -> bo
         return True
     if node.op == "call_module":
         module = module_of(node)
-        if isinstance(module, _ACTIVATIONS):
-            return not getattr(module, "inplace", False)
+        if isinstance(module, IN_PLACE_ACTIVATIONS):
+            return not module.inplace
         return isinstance(module, _NEW_TENSOR_MODULES)
     if node.op == "call_method":
         return node.target in _NEW_TENSOR_METHODS and "out" not in node.kwargs
